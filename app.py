@@ -21,6 +21,7 @@ from syncnet.media import FPS
 from syncnet.remux import write_corrected
 from syncnet.report import (
     RESULT_COLUMNS,
+    Report,
     describe_offset,
     preferred_result,
     result_rows,
@@ -59,10 +60,10 @@ def _require_video(video: str | None) -> str:
     return video
 
 
-def _run(video: str | None, engines: list[str], progress: gr.Progress) -> pipeline.Report:
+def _run(video: str | None, engines: list[str], progress: gr.Progress) -> Report:
     """The pipeline on an uploaded file, with bad input turned into a message for the user."""
     try:
-        return pipeline.analyze_file(
+        report = pipeline.analyze_file(
             _require_video(video),
             engines,
             progress=lambda fraction, what: progress(fraction, desc=what),
@@ -71,6 +72,8 @@ def _run(video: str | None, engines: list[str], progress: gr.Progress) -> pipeli
         )
     except (ValueError, OSError) as error:
         raise gr.Error(str(error)) from None
+    report.input = Path(video).name  # the upload's name, not where the server keeps it
+    return report
 
 
 def detect(video: str | None, engines: list[str], progress=gr.Progress()) -> dict:
@@ -106,7 +109,7 @@ def analyze(video: str | None, engines: list[str], progress=gr.Progress()):
     )
 
 
-def _verdict(report: pipeline.Report) -> str:
+def _verdict(report: Report) -> str:
     lines = [f"**{r.engine}**: {describe_offset(r.offset_frames)} (confidence {r.confidence:.2f})" for r in report.results]
     lines += [f"**{s.engine}** is off: {s.reason}" for s in report.skipped]
     best = preferred_result(report.results)
@@ -163,7 +166,7 @@ def build_demo() -> gr.Blocks:
             "Offsets are in frames at 25 fps (40 ms): **+k = the audio is early** (delay it by k frames), "
             "-k = the audio is late (advance it)."
         )
-        with gr.Accordion("Engines", open=False):
+        with gr.Accordion("Engines", open=True):
             gr.Markdown(_engine_status_markdown())
         engines = gr.CheckboxGroup(list(ENGINE_NAMES), value=available, label="Engines")
         with gr.Tab("Video"):
@@ -185,7 +188,7 @@ def build_demo() -> gr.Blocks:
                 distance_plot = gr.Image(label="Distance against offset", type="filepath", elem_id="distance-plot")
                 confidence_plot = gr.Image(label="Confidence over time", type="filepath")
             strip = gr.Image(label="Face and mouth crops the engines saw", type="numpy")
-            corrected = gr.Video(label="Corrected video", interactive=False)
+            corrected = gr.Video(label="Corrected video", interactive=False, height=360)
             with gr.Accordion("JSON", open=False):
                 details = gr.JSON(label="Report")
         with gr.Tab("HLS stream"):

@@ -80,11 +80,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 # The commands import the pipeline (torch, MediaPipe) only when they run: argument errors stay instant.
 def detect(args: argparse.Namespace) -> int:
+    if args.fix and Path(args.fix).resolve() == Path(args.video).resolve():
+        raise BadInput("--fix must name a new file, not the input video")
     from syncnet.pipeline import analyze_file
     from syncnet.report import summary_lines
 
-    if args.fix and Path(args.fix).resolve() == Path(args.video).resolve():
-        raise BadInput("--fix must name a new file, not the input video")
     with _ProgressBar() as bar:
         report = analyze_file(args.video, args.engine, progress=bar.update)
     if args.json:
@@ -109,12 +109,12 @@ def _write_fix(video: str, out: str, report: Report) -> None:
 
 
 def stream(args: argparse.Namespace) -> int:
+    if args.window <= 0 or (args.max_seconds is not None and args.max_seconds <= 0):
+        raise BadInput("--window and --max-seconds must be positive")
     from syncnet.hls import stream_windows
     from syncnet.pipeline import analyze_media, get_engines
     from syncnet.report import summary_lines, window_to_dict
 
-    if args.window <= 0 or (args.max_seconds is not None and args.max_seconds <= 0):
-        raise BadInput("--window and --max-seconds must be positive")
     allow_private = args.allow_private_hosts or os.environ.get(ALLOW_PRIVATE_ENV) == "1"
     get_engines(args.engine)  # load once, before the first window arrives
     stop = threading.Event()

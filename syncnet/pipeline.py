@@ -53,6 +53,12 @@ def get_engines(choice: str | Sequence[str] | None = None) -> tuple[list[Engine]
     return engines, skipped
 
 
+def unload_engines() -> None:
+    """Forget the loaded engines: the next call loads them again (e.g. after SYNCNET_WEIGHTS changed)."""
+    with _lock:
+        _loaded.clear()
+
+
 def _load(name: str) -> Engine | Skipped:
     try:
         loaded, skipped = registry.load_engines([name])
