@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-DATA = Path(__file__).parent / "data" / "syncnet_ref"
+from tests.paths import SYNCNET_REF as DATA
+
 SEED = 20261124
 DIGEST = "1e399506da04a3b58aeaf4574a2e4a3b124609e4da8012457c713e063f87e0c4"
 

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from syncnet.audio import AudioError, mel_filterbank, mfcc
-from synthetic_weights import DATA
+from tests.synthetic_weights import DATA
 
 
 @pytest.mark.parametrize("name", ["", "_shift3"])

@@ -5,7 +5,7 @@ import torch
 
 from syncnet.audio import mfcc
 from syncnet.model import SyncNet, build_model, n_windows, offset_distances, windowed_embeddings
-from synthetic_weights import DATA, DIGEST, digest, key_shapes, synthetic_arrays, synthetic_state_dict
+from tests.synthetic_weights import DATA, DIGEST, digest, key_shapes, synthetic_arrays, synthetic_state_dict
 
 RTOL = 1e-5
 
