@@ -9,6 +9,7 @@ import atexit
 import os
 import shutil
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -125,11 +126,13 @@ def monitor(url: str, engines: list[str], window_s: float, max_seconds: float):
         raise gr.Error("Enter the http(s) URL of an HLS playlist (.m3u8).")
     pipeline.get_engines(engines)
     rows: list[list] = []
+    stop = threading.Event()  # set when the user stops (the generator is closed) or anything fails
     windows = stream_windows(
         url.strip(),
         window_s=float(window_s or STREAM_WINDOW_S),
         max_seconds=min(float(max_seconds or STREAM_MAX_SECONDS), STREAM_MAX_SECONDS),
         allow_private=os.environ.get(ALLOW_PRIVATE_ENV) == "1",
+        stop=stop,
     )
     try:
         for window in windows:
@@ -145,20 +148,21 @@ def monitor(url: str, engines: list[str], window_s: float, max_seconds: float):
             yield rows, window_to_dict(window.t_start, window.t_end, report, error)
     except ValueError as error:  # refused URL, unreadable playlist, limits
         raise gr.Error(str(error)) from None
+    finally:
+        stop.set()
 
 
-def _engine_status_markdown() -> str:
-    lines = []
-    for name, loaded, detail in pipeline.engine_status():
-        if loaded:
-            lines.append(f"- **{name}**: loaded" + (f" ({detail})" if detail else ""))
-        else:
-            lines.append(f"- **{name}**: off: {detail}")
-    return "\n".join(lines)
+def engine_panel():
+    """Which engines are loaded and from where, or why one is off; tick the loaded ones (waits for loading)."""
+    status = pipeline.engine_status()
+    lines = [
+        f"- **{name}**: loaded" + (f" ({detail})" if detail else "") if loaded else f"- **{name}**: off: {detail}"
+        for name, loaded, detail in status
+    ]
+    return "\n".join(lines), gr.CheckboxGroup(value=[name for name, loaded, _ in status if loaded])
 
 
 def build_demo() -> gr.Blocks:
-    available = [name for name, loaded, _ in pipeline.engine_status() if loaded]
     examples = sorted(str(p) for p in EXAMPLES_DIR.iterdir() if p.suffix in EXAMPLE_SUFFIXES)
     with gr.Blocks(title="FCN-SyncNet", delete_cache=(OUTPUT_TTL_S, OUTPUT_TTL_S)) as demo:
         gr.Markdown(
@@ -167,8 +171,8 @@ def build_demo() -> gr.Blocks:
             "-k = the audio is late (advance it)."
         )
         with gr.Accordion("Engines", open=True):
-            gr.Markdown(_engine_status_markdown())
-        engines = gr.CheckboxGroup(list(ENGINE_NAMES), value=available, label="Engines")
+            status = gr.Markdown("Loading the engines...", elem_id="engine-status")
+        engines = gr.CheckboxGroup(list(ENGINE_NAMES), value=list(ENGINE_NAMES), label="Engines")
         with gr.Tab("Video"):
             with gr.Row():
                 with gr.Column():
@@ -194,7 +198,7 @@ def build_demo() -> gr.Blocks:
         with gr.Tab("HLS stream"):
             url = gr.Textbox(label="HLS playlist URL", placeholder="https://example.com/live/stream.m3u8")
             with gr.Row():
-                window_s = gr.Number(STREAM_WINDOW_S, label="Window (s)", minimum=1, maximum=30)
+                window_s = gr.Number(STREAM_WINDOW_S, label="Window (s)", minimum=2, maximum=30)
                 max_seconds = gr.Number(120, label="Stop after (s of stream)", minimum=1, maximum=STREAM_MAX_SECONDS)
                 start_button = gr.Button("Start", variant="primary")
                 stop_button = gr.Button("Stop")
@@ -217,11 +221,13 @@ def build_demo() -> gr.Blocks:
             concurrency_id="stream",
         )
         stop_button.click(None, cancels=[stream_event])
+        demo.load(engine_panel, None, [status, engines], api_name="engines", concurrency_limit=None)
     return demo
 
 
 def launch(**kwargs) -> tuple:
     """Queue on with a concurrency limit, uploads capped, nothing served but the app's own temp folders."""
+    threading.Thread(target=pipeline.get_engines, name="load-engines", daemon=True).start()  # page up first
     demo = build_demo()
     demo.queue(default_concurrency_limit=CONCURRENCY_LIMIT, max_size=QUEUE_SIZE)
     return demo, demo.launch(max_file_size=MAX_UPLOAD_BYTES, **kwargs)
