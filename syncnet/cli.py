@@ -63,11 +63,14 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--engine", choices=[*ENGINE_NAMES, "all"], default="all", help="engine to run (default all)")
     parser.add_argument("--json", action="store_true", help="print JSON on stdout")
+    parser.add_argument("--verbose", action="store_true", help="log warnings, and MediaPipe's native log, on stderr")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.ERROR, format="%(name)s: %(message)s")
+    if not args.verbose:
+        _silence_native_stderr()
     try:
         if args.command == "detect":
             return detect(args)
@@ -138,11 +141,27 @@ def stream(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _silence_native_stderr() -> None:
+    """Point file descriptor 2 at /dev/null, keeping Python's sys.stderr on the real one.
+
+    MediaPipe's C++ code logs warnings straight to descriptor 2; this keeps stderr to our progress bar and the one
+    line that says what went wrong.
+    """
+    sys.stderr.flush()
+    real = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    os.close(devnull)
+    sys.stderr = os.fdopen(real, "w", buffering=1, encoding=sys.stderr.encoding, errors="backslashreplace")
+
+
 class _ProgressBar:
     """A tqdm bar on stderr fed by the pipeline's (fraction, stage) progress callback."""
 
     def __enter__(self) -> "_ProgressBar":
-        self._bar = tqdm(total=100, file=sys.stderr, unit="%", bar_format="{desc:<22}{percentage:3.0f}%|{bar}|")
+        self._bar = tqdm(  # on a terminal only, and erased when done
+            total=100, file=sys.stderr, disable=None, leave=False, bar_format="{desc:<22}{percentage:3.0f}%|{bar}|"
+        )
         return self
 
     def update(self, fraction: float, what: str) -> None:
