@@ -10,7 +10,8 @@
 """
 from __future__ import annotations
 
-from typing import Literal
+import time
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import torch
@@ -26,8 +27,14 @@ from syncnet.model import (
     PDIST_EPS,
     VIDEO_WINDOW,
     SyncNet,
+    build_model,
+    check_inputs,
     n_windows,
 )
+from syncnet.scoring import Calibration, SyncResult, summarize
+
+if TYPE_CHECKING:
+    from syncnet.engines import EngineInput
 
 CHUNK_WINDOWS = 32  # lip windows per pass: bounds memory (first activation is 4.6 MB per frame)
 AudioMode = Literal["windows", "sequence"]
@@ -161,3 +168,34 @@ def distance_matrix(lip: torch.Tensor, aud: torch.Tensor, max_offset: int = MAX_
     padded = F.pad(aud.float(), (0, 0, max_offset, max_offset))
     idx = torch.arange(n)[:, None] + (2 * max_offset - torch.arange(2 * max_offset + 1))[None, :]
     return torch.linalg.vector_norm(lip.float()[:, None, :] - padded[idx] + PDIST_EPS, dim=-1).numpy()
+
+
+class FCNEngine:
+    """Engine ``fcn``: SyncNet's weights over the whole clip in one pass (exact windowed audio by default)."""
+
+    name = "fcn"
+
+    def __init__(self, net: FCNSyncNet, calibration: Calibration = Calibration(), audio: AudioMode = "windows"):
+        self.net = net
+        self.calibration = calibration
+        self.audio = audio
+
+    def run(self, inputs: EngineInput) -> SyncResult:
+        start = time.perf_counter()
+        frames_bgr, n = check_inputs(inputs)
+        lip = self.net.embed_lips(frames_bgr, n)
+        aud = self.net.embed_audio(inputs.mfcc, n, self.audio)
+        return summarize(self.name, distance_matrix(lip, aud), self.calibration, time.perf_counter() - start)
+
+
+def load_engine() -> FCNEngine:
+    """The ``fcn`` engine with the weights from :mod:`syncnet.weights`; EngineUnavailable if they cannot be had."""
+    from syncnet.engines import EngineUnavailable
+    from syncnet.weights import WeightsError, calibration, load_spec, load_weights
+
+    spec = load_spec()
+    try:
+        loaded = load_weights(spec)
+    except WeightsError as error:
+        raise EngineUnavailable(f"SyncNet weights: {error}") from error
+    return FCNEngine(FCNSyncNet(build_model(loaded.state_dict)), calibration(FCNEngine.name, spec))

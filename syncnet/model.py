@@ -7,9 +7,17 @@ small when lips and sound belong together.
 """
 from __future__ import annotations
 
+import time
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
 from torch import nn
+
+from syncnet.scoring import Calibration, SyncResult, summarize
+
+if TYPE_CHECKING:
+    from syncnet.engines import EngineInput
 
 VIDEO_WINDOW = 5  # frames per lip window
 MFCC_WINDOW = 20  # MFCC steps per audio window
@@ -20,6 +28,10 @@ EMBED_DIM = 1024
 CROP_SIZE = 224
 BATCH_SIZE = 20  # windows per forward pass, as the original evaluation
 PDIST_EPS = 1e-6  # torch.nn.functional.pairwise_distance's default
+
+
+class SyncNetInputError(ValueError):
+    """The crops, audio or MFCC handed to a SyncNet engine cannot be scored."""
 
 
 def _conv_bn_relu(conv: nn.Module, channels: int, bn: type[nn.Module]) -> list[nn.Module]:
@@ -116,3 +128,49 @@ def offset_distances(lip: torch.Tensor, aud: torch.Tensor, max_offset: int = MAX
     if not rows:
         return np.zeros((0, span), dtype=np.float32)
     return torch.stack(rows).numpy()[:, ::-1].copy()
+
+
+def check_inputs(inputs: EngineInput) -> tuple[np.ndarray, int]:
+    """BGR frames (SyncNet was trained on cv2's channel order) and the number of windows to score."""
+    crops = np.asarray(inputs.crops)
+    if crops.dtype != np.uint8 or crops.ndim != 4 or crops.shape[1:] != (CROP_SIZE, CROP_SIZE, 3):
+        raise SyncNetInputError(f"face crops must be uint8 (T, {CROP_SIZE}, {CROP_SIZE}, 3), got {crops.dtype} {crops.shape}")
+    n = n_windows(len(crops), len(inputs.audio))
+    if n == 0:
+        raise SyncNetInputError(
+            f"too short to score: {len(crops)} frames and {len(inputs.audio) / 16000:.2f} s of audio; "
+            f"SyncNet needs at least {VIDEO_WINDOW + 1} frames (0.24 s) of both"
+        )
+    needed = (n - 1) * MFCC_PER_FRAME + MFCC_WINDOW
+    if inputs.mfcc.ndim != 2 or inputs.mfcc.shape[0] != 13 or inputs.mfcc.shape[1] < needed:
+        raise SyncNetInputError(f"MFCC must be (13, >= {needed}) for this audio, got {inputs.mfcc.shape}")
+    return np.ascontiguousarray(crops[..., ::-1]), n
+
+
+class SyncNetEngine:
+    """Engine ``syncnet``: the original windowed evaluation, unchanged arithmetic."""
+
+    name = "syncnet"
+
+    def __init__(self, model: SyncNet, calibration: Calibration = Calibration()):
+        self.model = model.eval()
+        self.calibration = calibration
+
+    def run(self, inputs: EngineInput) -> SyncResult:
+        start = time.perf_counter()
+        frames_bgr, _ = check_inputs(inputs)
+        lip, aud = windowed_embeddings(self.model, frames_bgr, inputs.mfcc, len(inputs.audio))
+        return summarize(self.name, offset_distances(lip, aud), self.calibration, time.perf_counter() - start)
+
+
+def load_engine() -> SyncNetEngine:
+    """The ``syncnet`` engine with the weights from :mod:`syncnet.weights`; EngineUnavailable if they cannot be had."""
+    from syncnet.engines import EngineUnavailable
+    from syncnet.weights import WeightsError, calibration, load_spec, load_weights
+
+    spec = load_spec()
+    try:
+        loaded = load_weights(spec)
+    except WeightsError as error:
+        raise EngineUnavailable(f"SyncNet weights: {error}") from error
+    return SyncNetEngine(build_model(loaded.state_dict), calibration(SyncNetEngine.name, spec))
