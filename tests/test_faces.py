@@ -1,6 +1,5 @@
 """Face tracks, crops in SyncNet's convention, lip shapes, speaker choice and the face model file."""
 
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -9,8 +8,8 @@ import pytest
 from syncnet import faces
 from syncnet.faces import FaceModelError, FaceTrack, NoFaceError, crop_faces, lip_shapes, mouth_crops, track_face
 from syncnet.media import SAMPLES_PER_FRAME, load_media
+from tests.paths import CLIPS
 
-CLIPS = Path(__file__).parent / "data" / "clips"
 
 
 @pytest.fixture(scope="module")

@@ -8,9 +8,8 @@ import pytest
 
 from syncnet.media import SAMPLES_PER_FRAME, MediaError, load_media
 from syncnet.remux import write_corrected
-from test_media import ffmpeg, flash_and_beep
-
-CLIPS = Path(__file__).parent / "data" / "clips"
+from tests.paths import CLIPS
+from tests.test_media import ffmpeg, flash_and_beep
 
 
 def audio_lag(original: np.ndarray, shifted: np.ndarray, max_lag: int) -> int:
