@@ -246,11 +246,12 @@ def track_face(frames: np.ndarray, audio: np.ndarray) -> FaceTrack:
             f"no face stays visible for {MIN_TRACK_FRAMES / FPS:.0f} s in a row (longest {longest / FPS:.2f} s)"
         )
     energy = _audio_energy(audio, len(frames))
-    segments = []
+    segments, openings = [], []
     for track in candidates:
         start, stop, landmarks, _ = _fill(track)
-        segments.append(Segment(start, stop, _speaking_score(lip_shapes_of(landmarks)[:, 0], energy[start:stop])))
-    best = _choose(segments)
+        openings.append(lip_shapes_of(landmarks)[:, 0])
+        segments.append(Segment(start, stop, _speaking_score(openings[-1], energy[start:stop])))
+    best = _choose(segments, openings, energy)
     segments[best].chosen = True
     start, stop, landmarks, detected = _fill(candidates[best])
     log.debug("face track %d..%d of %d frames, %d faces, %d candidates", start, stop, len(frames), num_faces, len(segments))
@@ -332,17 +333,24 @@ def _speaking_score(opening: np.ndarray, energy: np.ndarray) -> float:
     return best
 
 
-def _choose(segments: list[Segment]) -> int:
-    """The longest segment among those that beat every face on screen at the same time at following the audio."""
+def _choose(segments: list[Segment], openings: list[np.ndarray], energy: np.ndarray) -> int:
+    """The longest segment among those whose lips follow the audio better than every face on screen with them.
 
-    def overlaps(a: Segment, b: Segment) -> bool:
-        return a.start < b.stop and b.start < a.stop
+    Two faces are compared on the frames they share (at least 1 s of them; shorter overlaps are not judged).
+    """
 
-    winners = [
-        i
-        for i, s in enumerate(segments)
-        if all(s.speaking_score >= o.speaking_score for o in segments if o is not s and overlaps(s, o))
-    ]
+    def beats(i: int, j: int) -> bool:
+        a, b = segments[i], segments[j]
+        lo, hi = max(a.start, b.start), min(a.stop, b.stop)
+        if hi - lo < MIN_TRACK_FRAMES:
+            return True
+        mine = _speaking_score(openings[i][lo - a.start : hi - a.start], energy[lo:hi])
+        theirs = _speaking_score(openings[j][lo - b.start : hi - b.start], energy[lo:hi])
+        return mine >= theirs
+
+    winners = [i for i in range(len(segments)) if all(beats(i, j) for j in range(len(segments)) if j != i)]
+    if not winners:  # no face beats all the others (cycles): fall back to the best overall score
+        winners = [max(range(len(segments)), key=lambda i: segments[i].speaking_score)]
     return max(winners, key=lambda i: (segments[i].stop - segments[i].start, segments[i].speaking_score))
 
 
