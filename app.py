@@ -6,7 +6,6 @@ corrected video), /stream (HLS URL -> a new result per window until the stream e
 from __future__ import annotations
 
 import atexit
-import os
 import shutil
 import tempfile
 import threading
@@ -37,7 +36,6 @@ QUEUE_SIZE = 16  # requests waiting at most; more are turned away
 STREAM_WINDOW_S = 5.0
 STREAM_MAX_SECONDS = 600.0  # a monitor holds a worker: it stops after this much stream at most
 OUTPUT_TTL_S = 900  # our output files are removed this long after they were written
-ALLOW_PRIVATE_ENV = "SYNCNET_ALLOW_PRIVATE_HOSTS"
 EXAMPLES_DIR = Path(__file__).parent / "examples"
 EXAMPLE_SUFFIXES = (".mp4", ".webm", ".mov")
 STREAM_COLUMNS = ["t_start (s)", "t_end (s)", "engine", "offset (frames)", "verdict", "confidence"]
@@ -131,7 +129,7 @@ def monitor(url: str, engines: list[str], window_s: float, max_seconds: float):
         url.strip(),
         window_s=float(window_s or STREAM_WINDOW_S),
         max_seconds=min(float(max_seconds or STREAM_MAX_SECONDS), STREAM_MAX_SECONDS),
-        allow_private=os.environ.get(ALLOW_PRIVATE_ENV) == "1",
+        allow_private=False,  # unless SYNCNET_ALLOW_PRIVATE_HOSTS=1 in the server's environment (netguard)
         stop=stop,
     )
     try:

@@ -23,7 +23,6 @@ if TYPE_CHECKING:
 
 EXIT_OK = 0
 EXIT_BAD_INPUT = 2
-ALLOW_PRIVATE_ENV = "SYNCNET_ALLOW_PRIVATE_HOSTS"
 DEFAULT_WINDOW_S = 5.0
 
 log = logging.getLogger("syncnet")
@@ -55,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     stream.add_argument(
         "--allow-private-hosts",
         action="store_true",
-        help=f"allow loopback/private addresses, for local testing (or {ALLOW_PRIVATE_ENV}=1)",
+        help="allow loopback/private addresses, for local testing (or SYNCNET_ALLOW_PRIVATE_HOSTS=1)",
     )
     return parser
 
@@ -118,11 +117,10 @@ def stream(args: argparse.Namespace) -> int:
     from syncnet.pipeline import analyze_media, get_engines
     from syncnet.report import summary_lines, window_to_dict
 
-    allow_private = args.allow_private_hosts or os.environ.get(ALLOW_PRIVATE_ENV) == "1"
     get_engines(args.engine)  # load once, before the first window arrives
     stop = threading.Event()
     windows = stream_windows(
-        args.url, window_s=args.window, max_seconds=args.max_seconds, allow_private=allow_private, stop=stop
+        args.url, window_s=args.window, max_seconds=args.max_seconds, allow_private=args.allow_private_hosts, stop=stop
     )
     try:
         for window in windows:

@@ -9,6 +9,7 @@ from gradio_client.exceptions import AppError
 from syncnet import pipeline
 from syncnet.media import load_media
 from tests.app_server import running_app
+from tests.hls_server import TestServer, make_hls
 from tests.paths import CLIPS
 from tests.synthetic_weights import write_weights
 
@@ -91,3 +92,18 @@ def test_bad_input_gets_a_clear_error_and_the_server_lives_on(client, tmp_path):
 def test_stream_refuses_a_local_url(client):
     with pytest.raises(AppError, match="file"):
         client.predict("file:///etc/passwd", ["landmarks"], 2, 10, api_name="/stream")
+
+
+def test_stream_endpoint_gives_a_result_per_window(client, tmp_path, monkeypatch):
+    monkeypatch.setenv("SYNCNET_ALLOW_PRIVATE_HOSTS", "1")  # the app runs in this process
+    stream = make_hls(CLIPS / "syncnet_example.avi", tmp_path / "hls", seconds=8)
+    with TestServer() as server:
+        server.add_live("/live/index.m3u8", stream, "/vod", interval=1.0)
+        server.add_segments("/vod", stream)
+        job = client.submit(server.url("/live/index.m3u8"), ["landmarks"], 4, 30, api_name="/stream")
+        updates = list(job)  # one update per window, as they come
+    assert len(updates) == 2
+    table, latest = updates[-1]
+    assert [row[:3] for row in table["data"]] == [[0.0, 4.0, "landmarks"], [4.0, 8.0, "landmarks"]]
+    assert latest["t_start"] == 4.0 and latest["results"][0]["engine"] == "landmarks"
+    assert len(latest["results"][0]["dists"]) == 31

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from syncnet.media import load_media
+from tests.hls_server import TestServer, make_hls
 from tests.paths import CLIPS
 from tests.synthetic_weights import write_weights
 
@@ -107,3 +108,47 @@ def test_detect_plain_text_says_it_in_words():
     assert done.returncode == 0, done.stderr
     line = next(line for line in done.stdout.splitlines() if "landmarks:" in line)
     assert any(words in line for words in ("in sync", "early: delay it by", "late: advance it by"))
+
+
+@pytest.fixture(scope="module")
+def hls_server(tmp_path_factory):
+    """8 s of a real clip as HLS (2 s segments) on 127.0.0.1: finished at /vod, live (growing) at /live."""
+    stream = make_hls(CLIPS / "syncnet_example.avi", tmp_path_factory.mktemp("hls"), seconds=8)
+    with TestServer() as server:
+        server.add_stream("/vod", stream)
+        server.add_live("/live/index.m3u8", stream, "/vod", interval=1.0)
+        yield server
+
+
+def _windows(done: subprocess.CompletedProcess) -> list[dict]:
+    assert done.returncode == 0, done.stderr
+    return [json.loads(line) for line in done.stdout.splitlines()]
+
+
+def test_stream_finished_playlist_window_by_window(hls_server):
+    url = hls_server.url("/vod/index.m3u8")
+    windows = _windows(run_cli("stream", url, "--engine", "landmarks", "--window", "4", "--json", "--allow-private-hosts"))
+    assert [(w["t_start"], w["t_end"]) for w in windows] == [(0.0, 4.0), (4.0, 8.0)]
+    for window in windows:
+        assert set(window) == {"t_start", "t_end", "results", "skipped"}
+        assert [r["engine"] for r in window["results"]] == ["landmarks"]
+        assert set(window["results"][0]) == RESULT_KEYS and len(window["results"][0]["dists"]) == 31
+
+
+def test_stream_live_playlist_with_the_environment_switch(hls_server):
+    url = hls_server.url("/live/index.m3u8")
+    done = run_cli("stream", url, "--engine", "landmarks", "--window", "2", "--max-seconds", "6", "--json",
+                   env={"SYNCNET_ALLOW_PRIVATE_HOSTS": "1"})
+    windows = _windows(done)
+    assert 1 <= len(windows) <= 3
+    assert all(w["t_end"] - w["t_start"] == pytest.approx(2.0, abs=0.1) for w in windows)
+    assert all(w["results"] or w.get("error") for w in windows)
+    assert any(w["results"] for w in windows)
+
+
+@pytest.mark.parametrize("url, words", [("file:///etc/passwd", ["file"]), ("/vod/index.m3u8", ["loopback"])])
+def test_stream_refused_urls_exit_2(hls_server, url, words):
+    url = hls_server.url(url) if url.startswith("/") else url
+    asked = len(hls_server.requests)
+    assert_bad_input(run_cli("stream", url, "--engine", "landmarks", "--json"), *words)
+    assert len(hls_server.requests) == asked  # refused before anything was fetched
