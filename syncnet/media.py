@@ -13,6 +13,7 @@ import dataclasses
 import math
 import os
 from dataclasses import dataclass
+from typing import BinaryIO
 
 import av
 import numpy as np
@@ -27,6 +28,11 @@ MIN_DURATION_S = 1.0  # shortest overlap of audio and video we accept
 MAX_DURATION_S = 60.0  # default limit on the length of a file
 MAX_BYTES = 200 * 2**20  # default limit on the size of a file
 MAX_SIDE = 1280  # frames larger than this (longest side) are scaled down while decoding
+# Demuxers we open. Never hls, concat, image2 and the like: a file can be a playlist that makes ffmpeg read other
+# local files or URLs (an upload named .m3u8, or "ffconcat version 1.0" named .mp4).
+FORMAT_WHITELIST = "mov,matroska,avi,mpegts,mpeg,flv,ogg,asf,mxf,wav,mp3,aac,flac"
+
+Source = str | os.PathLike | BinaryIO  # a path, or a seekable binary file object (e.g. io.BytesIO)
 
 
 class MediaError(ValueError):
@@ -65,26 +71,34 @@ class Media:
         return len(self.frames)
 
 
-def probe_media(path: str | os.PathLike, *, max_bytes: int = MAX_BYTES) -> MediaInfo:
-    """Read the container's header: format, streams and codecs. Raises MediaError for unusable files."""
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise MediaError(f"no such file: {path}")
-    size = os.path.getsize(path)
+def probe_media(path: Source, *, max_bytes: int = MAX_BYTES, format: str | None = None) -> MediaInfo:
+    """Read the container's header: format, streams and codecs. Raises MediaError for unusable files.
+
+    `path` may also be a seekable binary file object; `format` forces a demuxer (e.g. "mpegts").
+    """
+    if hasattr(path, "read"):
+        size = path.seek(0, os.SEEK_END)
+        path.seek(0)
+    else:
+        path = os.fspath(path)
+        if not os.path.isfile(path):
+            raise MediaError(f"no such file: {path}")
+        size = os.path.getsize(path)
     if size == 0:
-        raise MediaError(f"empty file: {os.path.basename(path)}")
+        raise MediaError(f"empty file: {_name(path)}")
     if size > max_bytes:
         raise MediaError(f"file too large: {size / 2**20:.1f} MB (limit {max_bytes / 2**20:.0f} MB)")
     try:
-        with av.open(path, metadata_errors="ignore") as container:
-            return _info(path, size, container)
+        with _open(path, format) as container:
+            return _info(_name(path) if hasattr(path, "read") else path, size, container)
     except av.error.FFmpegError as e:
-        raise MediaError(f"unreadable or corrupt media file {os.path.basename(path)}: {e.strerror or e}") from e
+        raise MediaError(f"unreadable or corrupt media file {_name(path)}: {e.strerror or e}") from e
 
 
 def load_media(
-    path: str | os.PathLike,
+    path: Source,
     *,
+    format: str | None = None,
     max_duration_s: float = MAX_DURATION_S,
     max_bytes: int = MAX_BYTES,
     max_side: int | None = MAX_SIDE,
@@ -93,13 +107,13 @@ def load_media(
 
     Frames whose longest side exceeds `max_side` are scaled down (aspect kept); None keeps the source size.
     """
-    info = probe_media(path, max_bytes=max_bytes)
+    info = probe_media(path, max_bytes=max_bytes, format=format)
     name = os.path.basename(info.path)
     if info.duration_s is not None and info.duration_s > max_duration_s + 0.5:
         raise MediaError(f"video too long: {info.duration_s:.1f} s (limit {max_duration_s:.0f} s)")
     out_w, out_h = _output_size(info, max_side)
     try:
-        decoded = _decode(info, out_w, out_h, max_duration_s)
+        decoded = _decode(path, format, info, out_w, out_h, max_duration_s)
     except av.error.FFmpegError as e:
         raise MediaError(f"corrupt media file {name}: {e.strerror or e}") from e
     video_start, video_end, frames, audio_start, audio, rotation = decoded
@@ -197,7 +211,7 @@ class _FrameGrid:
             self.count += 1
 
 
-def _decode(info: MediaInfo, out_w: int, out_h: int, max_duration_s: float):
+def _decode(source: Source, format: str | None, info: MediaInfo, out_w: int, out_h: int, max_duration_s: float):
     """One pass over the file: video frames on the 25 fps grid, and all audio samples at 16 kHz mono.
 
     Returns (video_start, video_end, frames, audio_start, audio, rotation).
@@ -209,7 +223,7 @@ def _decode(info: MediaInfo, out_w: int, out_h: int, max_duration_s: float):
     rotation = 0
     last_duration = 1.0 / (info.fps or FPS)
     resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
-    with av.open(info.path, metadata_errors="ignore") as container:
+    with _open(source, format) as container:
         video, audio = container.streams.video[0], container.streams.audio[0]
         video.thread_type = "AUTO"
         for packet in container.demux(video, audio):
@@ -238,6 +252,20 @@ def _decode(info: MediaInfo, out_w: int, out_h: int, max_duration_s: float):
     grid.fill_until(video_end + 0.5 / FPS - 1e-9)
     samples = np.concatenate(chunks) if chunks else None
     return grid.start, video_end, grid.buffer[: grid.count], audio_start, samples, rotation
+
+
+def _open(source: Source, format: str | None) -> av.container.InputContainer:
+    """Open with only the whitelisted demuxers; a path may only lead to local files, never to a URL."""
+    options = {"format_whitelist": FORMAT_WHITELIST}
+    if hasattr(source, "read"):
+        source.seek(0)
+    else:
+        options["protocol_whitelist"] = "file"
+    return av.open(source, format=format, metadata_errors="ignore", container_options=options)
+
+
+def _name(source: Source) -> str:
+    return os.path.basename(getattr(source, "name", "<memory>")) if hasattr(source, "read") else os.path.basename(source)
 
 
 def _decode_packet(packet: av.Packet) -> list[av.frame.Frame]:

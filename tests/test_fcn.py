@@ -1,0 +1,156 @@
+"""FCN-SyncNet computes what the windowed original computes: on the fixture and on real clips.
+
+The real syncnet_v2.model is not available here: both engines run the fixture's synthetic weights, which exercise
+every layer and every number the same way (the outputs are meaningless as sync judgements, identical as arithmetic).
+"""
+import av
+import numpy as np
+import pytest
+import torch
+
+from syncnet.audio import mfcc
+from syncnet.engines import EngineInput
+from syncnet.fcn import FCNEngine, FCNSyncNet, distance_matrix, fold_bn
+from syncnet.model import (
+    SyncNetEngine,
+    SyncNetInputError,
+    build_model,
+    offset_distances,
+    windowed_embeddings,
+)
+from syncnet.scoring import summarize
+from tests.paths import CLIPS, SYNCNET_REF
+from tests.synthetic_weights import synthetic_state_dict
+
+CLIP_FRAMES = 60  # 2.4 s of each real clip keeps the windowed baseline quick
+REAL_CLIPS = ["syncnet_example.avi", "pcavs_posesrc_00067.mp4", "pcavs_audiosrc_00086.mp4"]
+
+
+def rel_err(got, expected):
+    return float(np.max(np.abs(np.asarray(got) - np.asarray(expected))) / np.max(np.abs(np.asarray(expected))))
+
+
+@pytest.fixture(scope="module")
+def net():
+    return build_model(synthetic_state_dict())
+
+
+@pytest.fixture(scope="module")
+def fcn(net):
+    return FCNSyncNet(net)
+
+
+def fixture_input(name=""):
+    frames = np.load(SYNCNET_REF / "input.npz")["frames_bgr"]
+    audio = np.load(SYNCNET_REF / f"input{name}.npz")["audio_int16"]
+    return frames, audio
+
+
+def test_batchnorm_folding_is_exact():
+    conv, bn = torch.nn.Conv2d(4, 8, 3), torch.nn.BatchNorm2d(8).eval()
+    bn.running_mean.normal_(), bn.running_var.uniform_(0.5, 2), bn.weight.data.normal_(), bn.bias.data.normal_()
+    w, b = fold_bn(conv.weight, conv.bias, bn)
+    x = torch.randn(2, 4, 9, 9)
+    torch.testing.assert_close(torch.nn.functional.conv2d(x, w, b), bn(conv(x)), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["", "_shift3"])
+def test_fcn_reproduces_reference(fcn, name):
+    frames, audio = fixture_input(name)
+    exp = np.load(SYNCNET_REF / f"expected{name}.npz")
+    lip, aud = fcn.embed(frames, mfcc(audio), len(audio))
+    assert rel_err(lip, exp["im_feat"]) < 1e-5
+    assert rel_err(aud, exp["cc_feat"]) < 1e-5
+    dists = distance_matrix(lip, aud)
+    assert rel_err(dists, exp["dists"][:, ::-1]) < 1e-5
+    assert int(np.argmin(dists.mean(axis=0))) - 15 == int(exp["offset"])
+
+
+def test_batched_distances_equal_the_original_loop():
+    lip, aud = torch.randn(40, 1024) * 10, torch.randn(40, 1024) * 10
+    np.testing.assert_allclose(distance_matrix(lip, aud), offset_distances(lip, aud), rtol=1e-5)
+
+
+def test_chunking_does_not_change_lip_embeddings(fcn):
+    frames, _ = fixture_input()
+    whole = fcn.embed_lips(frames, 45, chunk=64)
+    np.testing.assert_allclose(fcn.embed_lips(frames, 45, chunk=7), whole, rtol=1e-5, atol=1e-5 * whole.abs().max())
+
+
+def test_channels_last_and_plain_layout_agree(net, fcn):
+    frames, audio = fixture_input()
+    plain = FCNSyncNet(net, channels_last=False)
+    assert rel_err(plain.embed_lips(frames, 45), fcn.embed_lips(frames, 45)) < 1e-5
+
+
+def test_whole_sequence_audio(fcn):
+    """Audio over the whole MFCC sequence: windows see real neighbours instead of zero padding at their edges."""
+    frames, audio = fixture_input()
+    cc = mfcc(audio)
+    windows = fcn.embed_audio(cc, 45, "windows")
+    sequence = fcn.embed_audio(cc, 45, "sequence")
+    assert sequence.shape == windows.shape == (45, 1024)
+    assert rel_err(sequence, windows) > 1e-3  # a different function of the MFCC, not a rounding difference
+    with pytest.raises(ValueError, match="unknown audio mode"):
+        fcn.embed_audio(cc, 45, "nope")
+
+
+def decode_clip(path, n_frames):
+    """RGB frames (centre crop resized to 224) and 16 kHz mono float audio of the first n_frames at 25 fps."""
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        frames = []
+        for frame in container.decode(stream):
+            img = np.ascontiguousarray(frame.to_ndarray(format="rgb24"))
+            h, w = img.shape[:2]
+            side = min(h, w)
+            img = img[(h - side) // 2 : (h - side) // 2 + side, (w - side) // 2 : (w - side) // 2 + side]
+            if side != 224:
+                img = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24").reformat(224, 224).to_ndarray()
+            frames.append(np.ascontiguousarray(img))
+            if len(frames) == n_frames:
+                break
+    with av.open(str(path)) as container:
+        resampler = av.AudioResampler(format="flt", layout="mono", rate=16000)
+        chunks = [r.to_ndarray().reshape(-1) for f in container.decode(audio=0) for r in resampler.resample(f)]
+    audio = np.concatenate(chunks)[: n_frames * 640].astype(np.float32)
+    return np.stack(frames), audio
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("clip", REAL_CLIPS)
+def test_fcn_matches_syncnet_on_real_clips(net, fcn, clip):
+    crops, audio = decode_clip(CLIPS / clip, CLIP_FRAMES)
+    inputs = EngineInput(crops=crops, audio=audio, mfcc=mfcc(audio), lips=np.zeros((len(crops), 1), np.float32))
+    bgr = np.ascontiguousarray(crops[..., ::-1])  # what SyncNetEngine.run feeds the windowed original
+    lip_ref, aud_ref = windowed_embeddings(net, bgr, inputs.mfcc, len(audio))
+    base = summarize("syncnet", offset_distances(lip_ref, aud_ref))
+    fast = FCNEngine(fcn).run(inputs)
+    assert rel_err(fcn.embed_lips(bgr, len(lip_ref)), lip_ref) < 1e-4
+    assert fast.offset_frames == base.offset_frames
+    assert abs(fast.confidence - base.confidence) <= 0.01 * abs(base.confidence)
+    assert rel_err(fast.window_dists, base.window_dists) < 1e-4
+
+
+def test_engines_agree_on_the_fixture(net, fcn):
+    frames, audio = fixture_input("_shift3")
+    crops = np.ascontiguousarray(frames[..., ::-1])  # engines take RGB
+    audio = audio.astype(np.float32) / 32768.0
+    inputs = EngineInput(crops, audio, mfcc(audio), np.zeros((len(crops), 1), np.float32))
+    base, fast = SyncNetEngine(net).run(inputs), FCNEngine(fcn).run(inputs)
+    exp = np.load(SYNCNET_REF / "expected_shift3.npz")
+    assert base.offset_frames == fast.offset_frames == int(exp["offset"]) == 15
+    assert abs(fast.confidence - base.confidence) <= 0.01 * base.confidence
+    np.testing.assert_allclose(base.frame_confidence, exp["fconfm"], rtol=1e-5, atol=1e-5 * float(exp["minval"]))
+    assert (base.engine, fast.engine) == ("syncnet", "fcn") and fast.time_s > 0
+
+
+def test_too_short_and_malformed_inputs(fcn, net):
+    audio = np.zeros(640 * 5, np.float32)
+    short = EngineInput(np.zeros((5, 224, 224, 3), np.uint8), audio, mfcc(audio), np.zeros((5, 1), np.float32))
+    for engine in (SyncNetEngine(net), FCNEngine(fcn)):
+        with pytest.raises(SyncNetInputError, match="too short"):
+            engine.run(short)
+    bad = EngineInput(np.zeros((10, 112, 112, 3), np.uint8), audio, mfcc(audio), np.zeros((10, 1), np.float32))
+    with pytest.raises(SyncNetInputError, match="uint8 \\(T, 224, 224, 3\\)"):
+        FCNEngine(fcn).run(bad)
