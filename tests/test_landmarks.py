@@ -5,9 +5,10 @@ import numpy as np
 import pytest
 
 from syncnet.engines import EngineInput, load_engines
-from syncnet.landmarks import LandmarkEngine, LandmarkInputError, NUM_LIP_FEATURES, read_calibration
+from syncnet.landmarks import NUM_LIP_FEATURES, LandmarkEngine, LandmarkInputError
 from syncnet.media import SAMPLES_PER_FRAME
 from syncnet.scoring import OFFSETS, Calibration
+from syncnet.weights import CARD_CONFIG
 from tests.paths import CLIPS
 
 FRAMES = 150
@@ -109,16 +110,18 @@ def test_bad_input_is_refused_clearly(lips, audio, message):
         LandmarkEngine().window_dists(lips, audio)
 
 
-def test_calibration_read_from_card(tmp_path):
-    config = tmp_path / "config.json"
-    config.write_text(json.dumps({"calibration": {"landmarks": {"scale": 1.0, "bias": -1.5}}}))
-    assert read_calibration(config) == Calibration(1.0, -1.5)
-    assert read_calibration(tmp_path / "missing.json") == Calibration()
-
-
-def test_registry_loads_the_engine():
+def test_registry_loads_the_engine_with_the_cards_calibration():
     engines, skipped = load_engines(["landmarks"])
     assert [e.name for e in engines] == ["landmarks"] and skipped == []
+    card = json.loads(CARD_CONFIG.read_text())["calibration"]["landmarks"]
+    assert engines[0].calibration == Calibration(card["scale"], card["bias"])
+
+
+def test_calibration_shifts_the_reported_offset():
+    lips, audio = talking()
+    crops = np.zeros((len(lips), 224, 224, 3), np.uint8)
+    result = LandmarkEngine(Calibration(1.0, -0.5)).run(EngineInput(crops, audio, np.zeros((13, 0)), lips))
+    assert result.calibrated_offset_frames == pytest.approx(result.subframe_offset - 0.5)
 
 
 @pytest.fixture(scope="module")
