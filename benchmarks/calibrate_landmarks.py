@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.clipdata import ClipData, load_clips
+from benchmarks.clipdata import DEFAULT_CACHE, ClipData, load_clips
 from syncnet import landmarks
 from syncnet.landmarks import LandmarkEngine, band_slopes, lip_velocity, speech_weights
 from syncnet.scoring import summarize
@@ -116,7 +116,7 @@ def write_calibration(bias: float, note: str, config: Path = CARD_CONFIG) -> Non
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clips", type=Path, default=Path("../shared/clips"))
-    parser.add_argument("--cache", type=Path, default=Path(".cache/benchmarks"))
+    parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
     parser.add_argument("--projection", action="store_true", help="refit LIP_WEIGHTS/BAND_WEIGHTS and print them")
     parser.add_argument("--dry-run", action="store_true", help="print the calibration, do not write the card")
     args = parser.parse_args()
