@@ -1,6 +1,9 @@
 """The app as its API users see it: launched on 127.0.0.1, called with gradio_client on a real clip."""
 from __future__ import annotations
 
+from pathlib import Path
+
+import httpx
 import numpy as np
 import pytest
 from gradio_client import Client, handle_file
@@ -107,3 +110,10 @@ def test_stream_endpoint_gives_a_result_per_window(client, tmp_path, monkeypatch
     assert [row[:3] for row in table["data"]] == [[0.0, 4.0, "landmarks"], [4.0, 8.0, "landmarks"]]
     assert latest["t_start"] == 4.0 and latest["results"][0]["engine"] == "landmarks"
     assert len(latest["results"][0]["dists"]) == 31
+
+
+@pytest.mark.parametrize("path", [Path(__file__).resolve().parents[1] / "app.py", Path("/etc/passwd"), CLIP.resolve()])
+def test_only_the_apps_own_files_are_served(client, path):
+    response = httpx.get(f"{client.src.rstrip('/')}/gradio_api/file={path}", timeout=10)
+    assert response.status_code in (403, 404)
+    assert b"import" not in response.content and b"root:" not in response.content

@@ -7,6 +7,7 @@ import pytest
 
 from tests.app_server import running_app
 from tests.paths import CLIPS
+from tests.synthetic_weights import write_weights
 
 pytestmark = pytest.mark.slow
 
@@ -17,14 +18,17 @@ RESULT_TIMEOUT_MS = 180_000
 
 
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium (apt-get install chromium)")
-def test_upload_analyze_and_see_the_offset_and_plot(tmp_path):
+def test_upload_analyze_and_see_the_offset_and_plot(tmp_path, monkeypatch):
     from playwright.sync_api import expect, sync_playwright
 
+    weights = write_weights(tmp_path / "syncnet_v2.model")  # synthetic: all three engines run
+    monkeypatch.setenv("SYNCNET_WEIGHTS", str(weights))
     with running_app() as url, sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1800})
             page.goto(url)
+            expect(page.locator("#engine-status")).to_contain_text("weights from SYNCNET_WEIGHTS", timeout=60_000)
             page.locator("input[type=file]").first.set_input_files(str(CLIP))
             expect(page.locator("video").first).to_be_visible(timeout=30_000)  # the upload has landed
             page.get_by_role("button", name="Analyze").click()
@@ -32,7 +36,8 @@ def test_upload_analyze_and_see_the_offset_and_plot(tmp_path):
             verdict = page.locator("#verdict h3")
             expect(verdict).to_be_visible(timeout=RESULT_TIMEOUT_MS)
             assert any(words in verdict.inner_text().lower() for words in ("in sync", "ms early", "ms late"))
-            expect(page.locator("#verdict")).to_contain_text("landmarks")
+            for engine in ("syncnet", "fcn", "landmarks"):
+                expect(page.locator("#verdict")).to_contain_text(engine)
             plot = page.locator("#distance-plot img")
             expect(plot).to_be_visible(timeout=30_000)
             assert plot.evaluate("img => img.complete && img.naturalWidth") > 100  # the PNG loaded and decoded
