@@ -87,18 +87,17 @@ def test_detect_json_lists_engines_that_cannot_run(tmp_path):
     assert done.stderr == ""  # no terminal: no progress bar; skipped engines are in the JSON, not logged
 
 
-def test_detect_all_engines_and_fix(tmp_path):
+def test_detect_fcn_with_weights_and_fix(tmp_path):
     weights = write_weights(tmp_path / "syncnet_v2.model")
     fixed = tmp_path / "fixed.mp4"
-    done = run_cli("detect", str(CLIP), "--json", "--fix", str(fixed), env={"SYNCNET_WEIGHTS": str(weights)})
+    done = run_cli("detect", str(CLIP), "--engine", "fcn", "--json", "--fix", str(fixed),
+                   env={"SYNCNET_WEIGHTS": str(weights)})
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
-    by_engine = {r["engine"]: r for r in report["results"]}
-    assert set(by_engine) == {"syncnet", "fcn", "landmarks"} and report["skipped"] == []
-    # fcn is the same network run convolutionally: same distances, same offset
-    assert by_engine["fcn"]["offset_frames"] == by_engine["syncnet"]["offset_frames"]
-    assert by_engine["fcn"]["dists"] == pytest.approx(by_engine["syncnet"]["dists"], rel=1e-3)
-    assert f"wrote {fixed}" in done.stderr
+    assert [r["engine"] for r in report["results"]] == ["fcn"] and report["skipped"] == []
+    offset = round(report["results"][0]["calibrated_offset_frames"])
+    words = "in sync" if offset == 0 else f"{'delayed' if offset > 0 else 'advanced'} by {abs(offset) * 40} ms"
+    assert f"wrote {fixed}: audio" in done.stderr and words in done.stderr
     corrected = load_media(fixed)
     assert abs(corrected.duration_s - report["duration_s"]) < 1.0
 
