@@ -187,7 +187,7 @@ def build_demo() -> gr.Blocks:
                         gr.Examples(examples, inputs=[video])
                 with gr.Column():
                     verdict = gr.Markdown(elem_id="verdict")
-                    table = gr.Dataframe(headers=RESULT_COLUMNS, label="Results per engine", interactive=False)
+                    table = gr.Dataframe(headers=RESULT_COLUMNS, label="Results per engine", interactive=False, wrap=True)
                     timing = gr.Dataframe(headers=["stage", "seconds"], label="Time per stage", interactive=False)
             with gr.Row():
                 distance_plot = gr.Image(label="Distance against offset", type="filepath", elem_id="distance-plot")

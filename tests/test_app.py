@@ -50,7 +50,7 @@ def test_detect_returns_the_cli_json_and_matches_the_library(client, weights, mo
     assert by_engine["fcn"]["offset_frames"] == by_engine["syncnet"]["offset_frames"]
 
     monkeypatch.setenv("SYNCNET_WEIGHTS", str(weights))
-    direct = pipeline.analyze_file(CLIP).to_dict()  # the same call in this process: the API adds nothing
+    direct = pipeline.analyze_file(CLIP, ["fcn", "landmarks"]).to_dict()  # the library in this process
     for ours in direct["results"]:
         theirs = by_engine[ours["engine"]]
         assert theirs["offset_frames"] == ours["offset_frames"]
@@ -65,10 +65,10 @@ def test_detect_with_one_engine(client):
 
 def test_analyze_returns_words_plots_crops_and_the_corrected_video(client):
     verdict, table, timing, distances, confidence, strip, corrected, details = client.predict(
-        handle_file(str(CLIP)), ["syncnet", "landmarks"], api_name="/analyze"
+        handle_file(str(CLIP)), ["fcn", "landmarks"], api_name="/analyze"
     )
     assert any(words in verdict for words in ("in sync", "early: delay it by", "late: advance it by"))
-    assert [row[0] for row in table["data"]] == ["syncnet", "landmarks"]
+    assert [row[0] for row in table["data"]] == ["fcn", "landmarks"]
     assert [row[0] for row in timing["data"]][:2] == ["decode", "faces"]
     for png in (distances, confidence):
         with open(png, "rb") as f:
