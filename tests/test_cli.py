@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import imageio_ffmpeg
 import pytest
 
 from syncnet.media import load_media
@@ -102,11 +103,26 @@ def test_detect_fcn_with_weights_and_fix(tmp_path):
     assert abs(corrected.duration_s - report["duration_s"]) < 1.0
 
 
-def test_detect_plain_text_says_it_in_words():
-    done = run_cli("detect", str(CLIP), "--engine", "landmarks")
+def audio_early(src: Path, dst: Path, ms: int) -> Path:
+    """A copy of ``src`` whose audio leads the lips by ``ms``: the first ``ms`` of sound cut, the video kept."""
+    subprocess.run(
+        [imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-y", "-i", str(src), "-map", "0:v", "-map", "0:a",
+         "-c:v", "copy", "-af", f"atrim=start={ms / 1000},asetpts=PTS-STARTPTS,apad", "-shortest", "-c:a", "aac",
+         str(dst)],
+        check=True, timeout=60,
+    )
+    return dst
+
+
+def test_detect_says_it_in_words_and_fix_puts_it_back_in_sync(tmp_path):
+    early = audio_early(CLIP, tmp_path / "early.mp4", 120)
+    fixed = tmp_path / "fixed.mp4"
+    done = run_cli("detect", str(early), "--engine", "landmarks", "--fix", str(fixed))
     assert done.returncode == 0, done.stderr
-    line = next(line for line in done.stdout.splitlines() if "landmarks:" in line)
-    assert any(words in line for words in ("in sync", "early: delay it by", "late: advance it by"))
+    assert "landmarks: audio is 120 ms early: delay it by 120 ms (offset +3 frames" in done.stdout
+    assert f"wrote {fixed}: audio delayed by 120 ms" in done.stderr
+    again = json.loads(run_cli("detect", str(fixed), "--engine", "landmarks", "--json").stdout)
+    assert again["results"][0]["offset_frames"] == 0
 
 
 @pytest.fixture(scope="module")
