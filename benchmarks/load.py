@@ -107,6 +107,7 @@ def main() -> None:
     parser.add_argument("--clip", type=Path, default=DEFAULT_CLIP)
     parser.add_argument("--engines", nargs="+", default=None, help="default: all the app loaded")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--append", action="store_true", help="add to --out instead of replacing it")
     args = parser.parse_args()
 
     port = free_port()
@@ -127,8 +128,10 @@ def main() -> None:
 
     import app
 
+    weights = os.environ.get("SYNCNET_WEIGHTS")
     lines = [
-        "# Load: concurrent /detect users on one app",
+        "" if args.append else "# Load: concurrent /detect users on one app\n",
+        f"## {', '.join(engines)}" + (f" (SYNCNET_WEIGHTS={Path(weights).name})" if weights else ""),
         "",
         f"- Date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC",
         f"- Machine: {header}",
@@ -148,7 +151,8 @@ def main() -> None:
         lines += ["", "Errors:", *[f"- {e}" for e in errors]]
     text = "\n".join(lines) + "\n"
     print(text)
-    args.out.write_text(text)
+    with open(args.out, "a" if args.append else "w") as f:
+        f.write(text)
 
 
 if __name__ == "__main__":
