@@ -71,7 +71,7 @@ class ClipReport:
 
 
 def duration_class(clip: ClipData) -> str:
-    seconds = clip.clip_frames / 25.0
+    seconds = clip.duration_s
     if clip.kind != "real":
         return "generated"
     return ">=5 s" if seconds >= LONG_S else "3-5 s" if seconds >= SHORT_S else "<3 s"
@@ -239,7 +239,9 @@ def render(engines_reports: dict[str, list[ClipReport]], skipped: list[Skipped],
         f"- Command: `{command}`",
         "- Metric: the engine's offset on the clip as it is is the reference; the audio is shifted by s frames "
         "(+s: made early, zero padded) and a case is right when the detected offset changes by s within "
-        f"+-{TOLERANCE} frame. Shifts {SHIFTS[0]}..{SHIFTS[-1]} on decoded arrays; duration class by clip length.",
+        f"+-{TOLERANCE} frame. Shifts {SHIFTS[0]}..{SHIFTS[-1]} on decoded arrays. Duration class by the file's "
+        "duration in the manifest (column `s`; `frames` = the face segment the engine saw, 25 fps: e.g. the GRID "
+        "files last 3.00 s but have audio for only 2.95 s, so 74 frames).",
         "- Left out: the two `syncnet_example_audiodelay*.avi` copies (the same content as syncnet_example.avi, "
         "not shifted by their labels). `visualvoice_interview.mp4` (two faces) is in, with the face the tracker "
         "chose as speaking. `GEN_` clips (lip-sync model outputs) are counted apart.",
@@ -285,12 +287,12 @@ def render(engines_reports: dict[str, list[ClipReport]], skipped: list[Skipped],
             label = "whole clip" if context is None else str(context)
             lines.append(f"| {label} | {len(hits)} | {pct(hits)} | {PUBLISHED.get(context, '')} |")
         lines += ["", "### Per clip", "",
-                  "| clip | class | s | faces | set | offset | calibrated | confidence | decoded shifts | re-encoded |",
-                  "| --- | --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: |"]
+                  "| clip | class | s | frames | faces | set | offset | calibrated | confidence | decoded shifts | re-encoded |",
+                  "| --- | --- | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: |"]
         for r in sorted(reports, key=lambda r: (duration_class(r.clip), r.clip.name)):
             reenc_hits = [abs(o - r.base.offset_frames - s) <= TOLERANCE for v in r.reencoded.values() for s, o in v]
             lines.append(
-                f"| {r.clip.name} | {duration_class(r.clip)} | {r.clip.clip_frames / 25:.1f} | {r.clip.num_faces} | "
+                f"| {r.clip.name} | {duration_class(r.clip)} | {r.clip.duration_s:.2f} | {len(r.clip.lips)} | {r.clip.num_faces} | "
                 f"{'fit' if r.clip.name in fit_names else 'held out'} | {r.base.offset_frames:+d} | "
                 f"{r.base.calibrated_offset_frames:+.2f} | {r.base.confidence:.3f} | {pct(r.hits())} | "
                 f"{pct(reenc_hits)} |"
