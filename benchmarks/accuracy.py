@@ -279,7 +279,10 @@ def render(engines_reports: dict[str, list[ClipReport]], skipped: list[Skipped],
         lines += ["### Context length", "",
                   "Share of contexts whose offset is right within +-1 frame when the engine's per-window distances "
                   "are averaged over only K consecutive windows (real clips, all shifts; contexts whose audio at the "
-                  "expected offset falls in the zero padding are not counted).", "",
+                  "expected offset falls in the zero padding are not counted). The landmark engine standardises its series over "
+                  "the whole face segment, so a context borrows the segment's scale (not its correlations); the "
+                  "published SyncNet numbers are on LRS2 test clips, ours on the clips here: read them side by side, "
+                  "not as a like-for-like comparison.", "",
                   "| K frames | contexts | within +-1 | SyncNet on LRS2 (published) |", "| ---: | ---: | ---: | ---: |"]
         real = [r for r in reports if r.clip.kind == "real"]
         for context in (*CONTEXTS, None):
