@@ -92,13 +92,15 @@ def n_windows(n_frames: int, n_samples: int) -> int:
 
 
 @torch.inference_mode()
-def windowed_lip_embeddings(model: SyncNet, frames_bgr: np.ndarray, n: int, batch_size: int = BATCH_SIZE) -> torch.Tensor:
+def windowed_lip_embeddings(
+    model: SyncNet, frames_bgr: np.ndarray, n: int, batch_size: int = BATCH_SIZE
+) -> torch.Tensor:
     """(n, 1024) lip embeddings of windows i = 0..n-1 (frames i..i+4 of uint8 (T, 224, 224, 3) BGR frames)."""
     video = torch.from_numpy(np.ascontiguousarray(frames_bgr)).permute(3, 0, 1, 2).float()[None]  # 1,3,T,H,W
-    out = [
-        model.forward_lip(torch.cat([video[:, :, i : i + VIDEO_WINDOW] for i in range(start, min(n, start + batch_size))]))
-        for start in range(0, n, batch_size)
-    ]
+    out = []
+    for start in range(0, n, batch_size):
+        windows = [video[:, :, i : i + VIDEO_WINDOW] for i in range(start, min(n, start + batch_size))]
+        out.append(model.forward_lip(torch.cat(windows)))
     return torch.cat(out) if out else torch.zeros(0, EMBED_DIM)
 
 
@@ -147,7 +149,9 @@ def check_inputs(inputs: EngineInput) -> tuple[np.ndarray, int]:
     """BGR frames (SyncNet was trained on cv2's channel order) and the number of windows to score."""
     crops = np.asarray(inputs.crops)
     if crops.dtype != np.uint8 or crops.ndim != 4 or crops.shape[1:] != (CROP_SIZE, CROP_SIZE, 3):
-        raise SyncNetInputError(f"face crops must be uint8 (T, {CROP_SIZE}, {CROP_SIZE}, 3), got {crops.dtype} {crops.shape}")
+        raise SyncNetInputError(
+            f"face crops must be uint8 (T, {CROP_SIZE}, {CROP_SIZE}, 3), got {crops.dtype} {crops.shape}"
+        )
     n = n_windows(len(crops), len(inputs.audio))
     if n == 0:
         raise SyncNetInputError(
