@@ -200,4 +200,6 @@ def load_engine() -> FCNEngine:
         loaded = load_weights(spec)
     except WeightsError as error:
         raise EngineUnavailable(f"SyncNet weights: {error}") from error
-    return FCNEngine(FCNSyncNet(build_model(loaded.state_dict)), calibration(FCNEngine.name, spec))
+    engine = FCNEngine(FCNSyncNet(build_model(loaded.state_dict)), calibration(FCNEngine.name, spec))
+    engine.source = loaded.describe()  # shown by the app: which weights, from where
+    return engine

@@ -190,4 +190,6 @@ def load_engine() -> SyncNetEngine:
         loaded = load_weights(spec)
     except WeightsError as error:
         raise EngineUnavailable(f"SyncNet weights: {error}") from error
-    return SyncNetEngine(build_model(loaded.state_dict), calibration(SyncNetEngine.name, spec))
+    engine = SyncNetEngine(build_model(loaded.state_dict), calibration(SyncNetEngine.name, spec))
+    engine.source = loaded.describe()  # shown by the app: which weights, from where
+    return engine

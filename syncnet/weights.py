@@ -75,6 +75,9 @@ class LoadedWeights:
     source: str  # "SYNCNET_WEIGHTS", "cache" or "download"
     sha256: str
 
+    def describe(self) -> str:
+        return f"weights from {self.source}: {self.path}, sha256 {self.sha256[:12]}"
+
 
 def load_spec(config: Path = CARD_CONFIG) -> WeightsSpec:
     """The card's spec, with the ``SYNCNET_WEIGHTS_*`` settings applied."""

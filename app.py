@@ -1,0 +1,235 @@
+"""FCN-SyncNet web app: Gradio Blocks wired to syncnet's library calls (UI and named API endpoints).
+
+Endpoints: /detect (video -> DESIGN.md's CLI JSON), /analyze (the same with per-window detail, plots, crops and the
+corrected video), /stream (HLS URL -> a new result per window until the stream ends, the time is up, or it is stopped).
+"""
+from __future__ import annotations
+
+import atexit
+import shutil
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import gradio as gr
+
+from syncnet import pipeline, plots
+from syncnet.engines import ENGINE_NAMES
+from syncnet.hls import stream_windows
+from syncnet.media import FPS
+from syncnet.remux import write_corrected
+from syncnet.report import (
+    RESULT_COLUMNS,
+    Report,
+    describe_offset,
+    preferred_result,
+    result_rows,
+    timing_rows,
+    window_to_dict,
+)
+
+MAX_UPLOAD_BYTES = 50 * 1024 * 1024  # refused by Gradio before anything is decoded
+MAX_DURATION_S = 60.0  # refused by load_media before frames are decoded
+CONCURRENCY_LIMIT = 2  # analyses running at once; the rest wait in the queue
+QUEUE_SIZE = 16  # requests waiting at most; more are turned away
+STREAM_WINDOW_S = 5.0
+STREAM_MAX_SECONDS = 600.0  # a monitor holds a worker: it stops after this much stream at most
+OUTPUT_TTL_S = 900  # our output files are removed this long after they were written
+EXAMPLES_DIR = Path(__file__).parent / "examples"
+EXAMPLE_SUFFIXES = (".mp4", ".webm", ".mov")
+STREAM_COLUMNS = ["t_start (s)", "t_end (s)", "engine", "offset (frames)", "verdict", "confidence"]
+
+OUTPUT_ROOT = Path(tempfile.mkdtemp(prefix="syncnet-app-"))  # the app's own outputs; Gradio copies what it shows
+atexit.register(shutil.rmtree, OUTPUT_ROOT, ignore_errors=True)
+
+
+def _output_dir() -> Path:
+    """A fresh folder for one request's files; folders older than OUTPUT_TTL_S are removed first."""
+    now = time.time()
+    for old in OUTPUT_ROOT.iterdir():
+        if now - old.stat().st_mtime > OUTPUT_TTL_S:
+            shutil.rmtree(old, ignore_errors=True)
+    return Path(tempfile.mkdtemp(dir=OUTPUT_ROOT))
+
+
+def _require_video(video: str | None) -> str:
+    if not video:
+        raise gr.Error("Upload or record a video first.")
+    return video
+
+
+def _run(video: str | None, engines: list[str], progress: gr.Progress) -> Report:
+    """The pipeline on an uploaded file, with bad input turned into a message for the user."""
+    try:
+        report = pipeline.analyze_file(
+            _require_video(video),
+            engines,
+            progress=lambda fraction, what: progress(fraction, desc=what),
+            max_duration_s=MAX_DURATION_S,
+            max_bytes=MAX_UPLOAD_BYTES,
+        )
+    except (ValueError, OSError) as error:
+        raise gr.Error(str(error)) from None
+    report.input = Path(video).name  # the upload's name, not where the server keeps it
+    return report
+
+
+def detect(video: str | None, engines: list[str], progress=gr.Progress()) -> dict:
+    """Offsets, confidences and distances per engine, as `python -m syncnet detect --json` prints them."""
+    return _run(video, engines, progress).to_dict()
+
+
+def analyze(video: str | None, engines: list[str], progress=gr.Progress()):
+    """Everything: the verdict, a table per engine, timings, plots, crops, the corrected video and detailed JSON."""
+    report = _run(video, engines, progress)
+    folder = _output_dir()
+    distances = plots.save_figure(plots.plot_distances(report.results), folder / "distances.png")
+    confidence = plots.save_figure(plots.plot_confidence(report.results, report.segment[0]), folder / "confidence.png")
+    strip = plots.crop_strip(report.crops, report.mouths)
+    verdict, corrected = _verdict(report), None
+    offset = report.fix_offset_frames()
+    if offset is not None:
+        corrected = folder / f"{Path(video).stem}_synced.mp4"
+        try:
+            write_corrected(video, corrected, offset)
+            verdict += f"\n\nCorrected video: {describe_offset(offset)} (done below)."
+        except (ValueError, OSError) as error:
+            verdict, corrected = verdict + f"\n\nThe corrected video could not be written: {error}", None
+    return (
+        verdict,
+        result_rows(report),
+        timing_rows(report),
+        str(distances),
+        str(confidence),
+        strip,
+        None if corrected is None else str(corrected),
+        report.to_dict(detail=True),
+    )
+
+
+def _verdict(report: Report) -> str:
+    lines = [f"**{r.engine}**: {describe_offset(r.offset_frames)} (confidence {r.confidence:.2f})" for r in report.results]
+    lines += [f"**{s.engine}** is off: {s.reason}" for s in report.skipped]
+    best = preferred_result(report.results)
+    head = "No engine could run." if best is None else f"### {describe_offset(best.offset_frames).capitalize()}"
+    start, stop = report.segment
+    lines.append(f"Face segment: frames {start}-{stop} of {report.frames} ({(stop - start) / FPS:.1f} s analysed).")
+    return "\n\n".join([head, *lines])
+
+
+def monitor(url: str, engines: list[str], window_s: float, max_seconds: float):
+    """Follow an HLS stream: after each window, the table of all windows so far and the latest window's JSON."""
+    if not url or not url.strip():
+        raise gr.Error("Enter the http(s) URL of an HLS playlist (.m3u8).")
+    pipeline.get_engines(engines)
+    rows: list[list] = []
+    stop = threading.Event()  # set when the user stops (the generator is closed) or anything fails
+    windows = stream_windows(
+        url.strip(),
+        window_s=float(window_s or STREAM_WINDOW_S),
+        max_seconds=min(float(max_seconds or STREAM_MAX_SECONDS), STREAM_MAX_SECONDS),
+        allow_private=False,  # unless SYNCNET_ALLOW_PRIVATE_HOSTS=1 in the server's environment (netguard)
+        stop=stop,
+    )
+    try:
+        for window in windows:
+            try:
+                report, error = pipeline.analyze_media(window.media, engines), None
+            except ValueError as failure:  # e.g. no face in this window: show it and keep following
+                report, error = None, str(failure)
+            span = [round(window.t_start, 2), round(window.t_end, 2)]
+            if report is None:
+                rows.append([*span, "-", None, error, None])
+            for r in [] if report is None else report.results:
+                rows.append([*span, r.engine, r.offset_frames, describe_offset(r.offset_frames), round(r.confidence, 3)])
+            yield rows, window_to_dict(window.t_start, window.t_end, report, error)
+    except ValueError as error:  # refused URL, unreadable playlist, limits
+        raise gr.Error(str(error)) from None
+    finally:
+        stop.set()
+
+
+def engine_panel():
+    """Which engines are loaded and from where, or why one is off; tick the loaded ones (waits for loading)."""
+    status = pipeline.engine_status()
+    lines = [
+        f"- **{name}**: loaded" + (f" ({detail})" if detail else "") if loaded else f"- **{name}**: off: {detail}"
+        for name, loaded, detail in status
+    ]
+    return "\n".join(lines), gr.CheckboxGroup(value=[name for name, loaded, _ in status if loaded])
+
+
+def build_demo() -> gr.Blocks:
+    examples = sorted(str(p) for p in EXAMPLES_DIR.iterdir() if p.suffix in EXAMPLE_SUFFIXES)
+    with gr.Blocks(title="FCN-SyncNet", delete_cache=(OUTPUT_TTL_S, OUTPUT_TTL_S)) as demo:
+        gr.Markdown(
+            "# FCN-SyncNet\nIs the sound in sync with the lips? By how much? Fix it. "
+            "Offsets are in frames at 25 fps (40 ms): **+k = the audio is early** (delay it by k frames), "
+            "-k = the audio is late (advance it)."
+        )
+        with gr.Accordion("Engines", open=True):
+            status = gr.Markdown("Loading the engines...", elem_id="engine-status")
+        engines = gr.CheckboxGroup(list(ENGINE_NAMES), value=list(ENGINE_NAMES), label="Engines")
+        with gr.Tab("Video"):
+            with gr.Row():
+                with gr.Column():
+                    video = gr.Video(
+                        sources=["upload", "webcam"], include_audio=True, label="Talking-face video (upload or record)"
+                    )
+                    with gr.Row():
+                        analyze_button = gr.Button("Analyze", variant="primary")
+                        detect_button = gr.Button("Offsets only (JSON)")
+                    if examples:
+                        gr.Examples(examples, inputs=[video])
+                with gr.Column():
+                    verdict = gr.Markdown(elem_id="verdict")
+                    table = gr.Dataframe(headers=RESULT_COLUMNS, label="Results per engine", interactive=False)
+                    timing = gr.Dataframe(headers=["stage", "seconds"], label="Time per stage", interactive=False)
+            with gr.Row():
+                distance_plot = gr.Image(label="Distance against offset", type="filepath", elem_id="distance-plot")
+                confidence_plot = gr.Image(label="Confidence over time", type="filepath")
+            strip = gr.Image(label="Face and mouth crops the engines saw", type="numpy")
+            corrected = gr.Video(label="Corrected video", interactive=False, height=360)
+            with gr.Accordion("JSON", open=False):
+                details = gr.JSON(label="Report")
+        with gr.Tab("HLS stream"):
+            url = gr.Textbox(label="HLS playlist URL", placeholder="https://example.com/live/stream.m3u8")
+            with gr.Row():
+                window_s = gr.Number(STREAM_WINDOW_S, label="Window (s)", minimum=2, maximum=30)
+                max_seconds = gr.Number(120, label="Stop after (s of stream)", minimum=1, maximum=STREAM_MAX_SECONDS)
+                start_button = gr.Button("Start", variant="primary")
+                stop_button = gr.Button("Stop")
+            windows = gr.Dataframe(headers=STREAM_COLUMNS, label="Windows", interactive=False)
+            latest = gr.JSON(label="Latest window")
+
+        analyze_button.click(
+            analyze,
+            [video, engines],
+            [verdict, table, timing, distance_plot, confidence_plot, strip, corrected, details],
+            api_name="analyze",
+        )
+        detect_button.click(detect, [video, engines], [details], api_name="detect")
+        stream_event = start_button.click(
+            monitor,
+            [url, engines, window_s, max_seconds],
+            [windows, latest],
+            api_name="stream",
+            concurrency_limit=1,
+            concurrency_id="stream",
+        )
+        stop_button.click(None, cancels=[stream_event])
+        demo.load(engine_panel, None, [status, engines], api_name="engines", concurrency_limit=None)
+    return demo
+
+
+def launch(**kwargs) -> tuple:
+    """Queue on with a concurrency limit, uploads capped, nothing served but the app's own temp folders."""
+    threading.Thread(target=pipeline.get_engines, name="load-engines", daemon=True).start()  # page up first
+    demo = build_demo()
+    demo.queue(default_concurrency_limit=CONCURRENCY_LIMIT, max_size=QUEUE_SIZE)
+    return demo, demo.launch(max_file_size=MAX_UPLOAD_BYTES, **kwargs)
+
+
+if __name__ == "__main__":
+    launch()

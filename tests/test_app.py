@@ -1,0 +1,109 @@
+"""The app as its API users see it: launched on 127.0.0.1, called with gradio_client on a real clip."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from gradio_client import Client, handle_file
+from gradio_client.exceptions import AppError
+
+from syncnet import pipeline
+from syncnet.media import load_media
+from tests.app_server import running_app
+from tests.hls_server import TestServer, make_hls
+from tests.paths import CLIPS
+from tests.synthetic_weights import write_weights
+
+pytestmark = pytest.mark.slow
+
+CLIP = CLIPS / "pcavs_posesrc_00067.mp4"
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+    """The synthetic SyncNet weights file, so that all three engines run (the real one is not available here)."""
+    return write_weights(tmp_path_factory.mktemp("weights") / "syncnet_v2.model")
+
+
+@pytest.fixture(scope="module")
+def client(weights):
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("SYNCNET_WEIGHTS", str(weights))
+        with running_app() as url:
+            yield Client(url, verbose=False)
+
+
+def test_named_endpoints(client):
+    endpoints = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+    assert {"/detect", "/analyze", "/stream"} <= set(endpoints)
+
+
+def test_detect_returns_the_cli_json_and_matches_the_library(client, weights, monkeypatch):
+    data = client.predict(handle_file(str(CLIP)), api_name="/detect")
+    assert set(data) == {"input", "fps", "duration_s", "frames", "results", "timing_s", "skipped"}
+    assert data["input"] == CLIP.name  # the upload's name, not the server's path
+    assert data["frames"] == 114 and data["skipped"] == []
+    by_engine = {r["engine"]: r for r in data["results"]}
+    assert set(by_engine) == {"syncnet", "fcn", "landmarks"}
+    assert by_engine["fcn"]["offset_frames"] == by_engine["syncnet"]["offset_frames"]
+
+    monkeypatch.setenv("SYNCNET_WEIGHTS", str(weights))
+    direct = pipeline.analyze_file(CLIP).to_dict()  # the same call in this process: the API adds nothing
+    for ours in direct["results"]:
+        theirs = by_engine[ours["engine"]]
+        assert theirs["offset_frames"] == ours["offset_frames"]
+        assert theirs["dists"] == pytest.approx(ours["dists"], rel=1e-6)
+        assert theirs["confidence"] == pytest.approx(ours["confidence"], rel=1e-6)
+
+
+def test_detect_with_one_engine(client):
+    data = client.predict(handle_file(str(CLIP)), ["landmarks"], api_name="/detect")
+    assert [r["engine"] for r in data["results"]] == ["landmarks"]
+
+
+def test_analyze_returns_words_plots_crops_and_the_corrected_video(client):
+    verdict, table, timing, distances, confidence, strip, corrected, details = client.predict(
+        handle_file(str(CLIP)), ["syncnet", "landmarks"], api_name="/analyze"
+    )
+    assert any(words in verdict for words in ("in sync", "early: delay it by", "late: advance it by"))
+    assert [row[0] for row in table["data"]] == ["syncnet", "landmarks"]
+    assert [row[0] for row in timing["data"]][:2] == ["decode", "faces"]
+    for png in (distances, confidence):
+        with open(png, "rb") as f:
+            assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    assert strip  # an image file of the crops
+    video = corrected["video"] if isinstance(corrected, dict) else corrected
+    fixed = load_media(video)
+    assert abs(fixed.duration_s - details["duration_s"]) < 1.0
+    assert details["segment"]["stop_frame"] > details["segment"]["start_frame"]
+    for result in details["results"]:
+        assert len(result["frame_confidence"]) > 0 and np.isfinite(result["frame_confidence"]).all()
+
+
+def test_bad_input_gets_a_clear_error_and_the_server_lives_on(client, tmp_path):
+    text = tmp_path / "notes.mp4"
+    text.write_text("not a video\n" * 100)
+    with pytest.raises(AppError, match="notes.mp4"):
+        client.predict(handle_file(str(text)), api_name="/detect")
+    with pytest.raises(AppError, match="Upload or record a video first"):
+        client.predict(None, api_name="/detect")
+    assert client.predict(handle_file(str(CLIP)), ["landmarks"], api_name="/detect")["frames"] == 114
+
+
+def test_stream_refuses_a_local_url(client):
+    with pytest.raises(AppError, match="file"):
+        client.predict("file:///etc/passwd", ["landmarks"], 2, 10, api_name="/stream")
+
+
+def test_stream_endpoint_gives_a_result_per_window(client, tmp_path, monkeypatch):
+    monkeypatch.setenv("SYNCNET_ALLOW_PRIVATE_HOSTS", "1")  # the app runs in this process
+    stream = make_hls(CLIPS / "syncnet_example.avi", tmp_path / "hls", seconds=8)
+    with TestServer() as server:
+        server.add_live("/live/index.m3u8", stream, "/vod", interval=1.0)
+        server.add_segments("/vod", stream)
+        job = client.submit(server.url("/live/index.m3u8"), ["landmarks"], 4, 30, api_name="/stream")
+        updates = list(job)  # one update per window, as they come
+    assert len(updates) == 2
+    table, latest = updates[-1]
+    assert [row[:3] for row in table["data"]] == [[0.0, 4.0, "landmarks"], [4.0, 8.0, "landmarks"]]
+    assert latest["t_start"] == 4.0 and latest["results"][0]["engine"] == "landmarks"
+    assert len(latest["results"][0]["dists"]) == 31

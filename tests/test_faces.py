@@ -1,0 +1,195 @@
+"""Face tracks, crops in SyncNet's convention, lip shapes, speaker choice and the face model file."""
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from syncnet import faces
+from syncnet.faces import FaceModelError, FaceTrack, NoFaceError, crop_faces, lip_shapes, mouth_crops, track_face
+from syncnet.media import SAMPLES_PER_FRAME, load_media
+
+CLIPS = Path(__file__).parent / "data" / "clips"
+
+
+@pytest.fixture(scope="module")
+def example():
+    return load_media(CLIPS / "syncnet_example.avi")
+
+
+@pytest.fixture(scope="module")
+def speaker():
+    return load_media(CLIPS / "pcavs_posesrc_00067.mp4")
+
+
+@pytest.fixture(scope="module")
+def other():
+    return load_media(CLIPS / "pcavs_audiosrc_00086.mp4")
+
+
+@pytest.fixture(scope="module")
+def example_track(example):
+    return track_face(example.frames, example.audio)
+
+
+# --- model file ------------------------------------------------------------------------------------------------
+
+
+def test_vendored_model_checks_out():
+    assert faces._sha256(faces.model_path()) == faces.MODEL_SHA256
+
+
+def test_download_model_from_url(tmp_path):
+    dst = faces.download_model(tmp_path / "m" / "face_landmarker.task", url=faces.MODEL_PATH.as_uri())
+    assert faces._sha256(dst) == faces.MODEL_SHA256
+    assert [p.name for p in dst.parent.iterdir()] == ["face_landmarker.task"]
+
+
+def test_download_model_wrong_bytes_leave_nothing(tmp_path):
+    bad = tmp_path / "bad.task"
+    bad.write_bytes(b"not a model")
+    with pytest.raises(FaceModelError, match="wrong sha256"):
+        faces.download_model(tmp_path / "out" / "face_landmarker.task", url=bad.as_uri())
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_download_model_unreachable(tmp_path):
+    with pytest.raises(FaceModelError, match="cannot download"):
+        faces.download_model(tmp_path / "face_landmarker.task", url=(tmp_path / "missing.task").as_uri())
+
+
+def test_missing_model_is_fetched_to_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(faces, "MODEL_URL", faces.MODEL_PATH.as_uri())
+    path = faces.model_path(tmp_path / "absent" / "face_landmarker.task")
+    assert path == str(tmp_path / "cache" / "syncnet" / "face_landmarker.task")
+    assert faces._sha256(path) == faces.MODEL_SHA256
+
+
+def test_corrupt_model_is_refused(tmp_path):
+    bad = tmp_path / "face_landmarker.task"
+    bad.write_bytes(b"x" * 100)
+    with pytest.raises(FaceModelError, match="sha256"):
+        faces.model_path(bad)
+
+
+# --- tracks ----------------------------------------------------------------------------------------------------
+
+
+def test_track_on_syncnet_example(example, example_track):
+    t = example_track
+    assert (t.start, t.stop, t.num_faces) == (0, 317, 1)
+    assert t.landmarks.shape == (317, 478, 3) and t.landmarks.dtype == np.float32
+    assert t.boxes.shape == (317, 4)
+    assert t.detected.mean() > 0.95
+    # the clip is itself a crop in SyncNet's convention: its S3FD box is centred at (112, 80) with half-size 80
+    x, y, s = (np.median(v) for v in t.smoothed())
+    assert abs(x - 112) < 8 and abs(y - 80) < 8 and abs(s - 80) < 10
+    assert t.speaking_score > 0.3  # the anchor's lips follow the speech energy
+
+
+def test_crop_convention_matches_syncnet_code():
+    """crop_faces against a line-by-line transcription of run_pipeline.py crop_video on the same smoothed boxes."""
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 256, (30, 120, 160, 3), dtype=np.uint8)
+    centres = np.linspace([20.0, 30.0], [150.0, 100.0], 30)  # runs into both edges of the frame
+    sizes = np.linspace(20.0, 45.0, 30)
+    boxes = np.concatenate([centres - sizes[:, None], centres + sizes[:, None]], axis=1).astype(np.float32)
+    track = FaceTrack(0, 30, np.zeros((30, 478, 3), np.float32), boxes, np.ones(30, bool), (120, 160), 1, 0.0)
+    ours = crop_faces(frames, track)
+    xs, ys, ss = track.smoothed()
+    cs = 0.4
+    for fidx in range(30):
+        bs = ss[fidx]
+        bsi = int(bs * (1 + 2 * cs))
+        frame = np.pad(frames[fidx], ((bsi, bsi), (bsi, bsi), (0, 0)), "constant", constant_values=(110, 110))
+        my, mx = ys[fidx] + bsi, xs[fidx] + bsi
+        face = frame[int(my - bs) : int(my + bs * (1 + 2 * cs)), int(mx - bs * (1 + cs)) : int(mx + bs * (1 + cs))]
+        assert np.array_equal(ours[fidx], cv2.resize(face, (224, 224))), fidx
+
+
+def test_crops_mouth_crops_and_lip_shapes(example, example_track):
+    crops = crop_faces(example.frames, example_track)
+    assert crops.shape == (317, 224, 224, 3) and crops.dtype == np.uint8 and crops.flags.c_contiguous
+    mouths = mouth_crops(example.frames, example_track, size=64)
+    assert mouths.shape == (317, 64, 64, 3) and mouths.dtype == np.uint8
+    lips = lip_shapes(example_track)
+    assert lips.shape == (317, len(faces.LIP_FEATURES)) and lips.dtype == np.float32
+    assert np.isfinite(lips).all()
+    gap, width = lips[:, 0], lips[:, 1]
+    assert gap.min() >= 0 and gap.std() > 0.01  # the mouth opens and closes
+    assert 0.3 < np.median(width) < 0.9  # mouth width relative to the distance between the outer eye corners
+
+
+def test_webcam_close_up_is_found(speaker):
+    """Face filling the whole frame (eyes to chin, cut at the sides), upscaled as a webcam would give it."""
+    tight = np.stack([cv2.resize(f[50:140, 70:155], (480, 480)) for f in speaker.frames])
+    track = track_face(tight, speaker.audio)
+    assert track.num_frames >= 0.9 * len(tight)
+    crops = crop_faces(tight, track)
+    assert crops.shape == (track.num_frames, 224, 224, 3)
+
+
+def side_by_side(left, right):
+    n = min(len(left.frames), len(right.frames))
+    return np.ascontiguousarray(np.concatenate([left.frames[:n], right.frames[:n]], axis=2)), n
+
+
+@pytest.mark.parametrize("speaker_on_left", [True, False])
+def test_speaking_face_is_chosen(speaker, other, speaker_on_left):
+    frames, n = side_by_side(speaker, other) if speaker_on_left else side_by_side(other, speaker)
+    track = track_face(frames, speaker.audio[: n * SAMPLES_PER_FRAME])
+    assert track.num_faces == 2 and len(track.segments) == 2
+    centre_x = np.median(track.boxes[:, [0, 2]].mean(axis=1))
+    assert (centre_x < frames.shape[2] / 2) == speaker_on_left
+    chosen = [s for s in track.segments if s.chosen]
+    assert chosen[0].speaking_score == max(s.speaking_score for s in track.segments)
+
+
+def test_no_face(speaker):
+    frames = np.full((50, 120, 160, 3), 90, np.uint8)
+    with pytest.raises(NoFaceError, match="no face found"):
+        track_face(frames, speaker.audio[: 50 * SAMPLES_PER_FRAME])
+
+
+def test_face_too_briefly_visible(speaker):
+    frames = np.full((60, 224, 224, 3), 90, np.uint8)
+    frames[10:25] = speaker.frames[10:25]  # 0.6 s of face
+    with pytest.raises(NoFaceError, match="longest 0.6"):
+        track_face(frames, speaker.audio[: 60 * SAMPLES_PER_FRAME])
+
+
+def blur(frames: np.ndarray) -> np.ndarray:
+    """Frames so blurred that no face is found, yet no scene cut either (like a face lost to motion blur)."""
+    return np.stack([cv2.GaussianBlur(f, (0, 0), 10) for f in frames])
+
+
+def test_short_gap_is_bridged(speaker):
+    frames = speaker.frames.copy()
+    frames[40:46] = blur(frames[40:46])  # 6 frames without a face
+    track = track_face(frames, speaker.audio)
+    assert (track.start, track.stop) == (0, len(frames))
+    assert not track.detected[40:46].any() and track.detected[:40].all()
+    # interpolated landmarks lie between their neighbours
+    assert np.all(np.isfinite(track.landmarks[40:46]))
+    lo = np.minimum(track.landmarks[39], track.landmarks[46]) - 1e-3
+    hi = np.maximum(track.landmarks[39], track.landmarks[46]) + 1e-3
+    assert np.all((track.landmarks[40:46] >= lo) & (track.landmarks[40:46] <= hi))
+
+
+def test_long_gap_splits_and_keeps_longest(speaker):
+    frames = speaker.frames.copy()
+    frames[30:60] = blur(frames[30:60])  # 1.2 s without a face: frames 0..29 and 60..113 are separate segments
+    track = track_face(frames, speaker.audio)
+    assert (track.start, track.stop) == (60, len(frames))
+    assert sorted((s.start, s.stop) for s in track.segments) == [(0, 30), (60, len(frames))]
+
+
+def test_scene_cut_splits_track(speaker, other):
+    """Two shots back to back (faces of similar size and place): the track must not run across the cut."""
+    frames = np.concatenate([other.frames[:40], speaker.frames[:70]])
+    audio = np.concatenate([other.audio[: 40 * SAMPLES_PER_FRAME], speaker.audio[: 70 * SAMPLES_PER_FRAME]])
+    assert list(faces.scene_cuts(frames)) == [40]
+    track = track_face(frames, audio)
+    assert (track.start, track.stop) == (40, 110)

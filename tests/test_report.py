@@ -1,0 +1,105 @@
+"""The report: DESIGN.md's JSON shape, the offset in words (sign convention), and the pictures."""
+import json
+
+import numpy as np
+import pytest
+
+from syncnet import plots
+from syncnet.engines import Skipped
+from syncnet.report import Report, describe_offset, result_rows, window_to_dict
+from syncnet.scoring import OFFSETS, Calibration, summarize
+
+
+def _result(engine: str, offset: int, windows: int = 12, calibration: Calibration = Calibration()):
+    """Distances whose minimum sits at ``offset`` in every window, plus some noise."""
+    rng = np.random.default_rng(offset + 20)
+    dists = 10.0 + np.abs(OFFSETS - offset)[None, :] + 0.1 * rng.random((windows, len(OFFSETS)))
+    return summarize(engine, dists, calibration, time_s=0.25)
+
+
+def _report() -> Report:
+    return Report(
+        input="clip.mp4",
+        duration_s=4.56,
+        frames=114,
+        results=[_result("syncnet", 3), _result("landmarks", -2, calibration=Calibration(1.0, 0.5))],
+        timing_s={"decode": 0.1, "faces": 1.5, "mfcc": 0.01, "syncnet": 0.25, "landmarks": 0.25},
+        skipped=[Skipped("fcn", "weights unavailable: no network")],
+        segment=(2, 110),
+    )
+
+
+@pytest.mark.parametrize(
+    "offset, words",
+    [
+        (3, "audio is 120 ms early: delay it by 120 ms"),
+        (-2, "audio is 80 ms late: advance it by 80 ms"),
+        (0, "in sync"),
+        (15, "audio is 600 ms early: delay it by 600 ms"),
+    ],
+)
+def test_offset_in_words_follows_the_sign_convention(offset, words):
+    assert describe_offset(offset) == words
+
+
+def test_json_has_exactly_the_cli_contract_shape():
+    data = json.loads(_report().to_json())
+    assert set(data) == {"input", "fps", "duration_s", "frames", "results", "timing_s", "skipped"}
+    assert data["fps"] == 25.0 and data["frames"] == 114 and data["input"] == "clip.mp4"
+    first = data["results"][0]
+    assert set(first) == {
+        "engine", "offset_frames", "offset_ms", "calibrated_offset_frames", "confidence", "min_dist", "dists", "time_s"
+    }
+    assert first["engine"] == "syncnet" and first["offset_frames"] == 3 and first["offset_ms"] == 120.0
+    assert len(first["dists"]) == 31
+    assert int(np.argmin(first["dists"])) - 15 == 3  # dists run over offsets -15..+15
+    assert first["confidence"] == pytest.approx(np.median(first["dists"]) - min(first["dists"]))
+    assert data["results"][1]["offset_ms"] == -80.0
+    assert data["results"][1]["calibrated_offset_frames"] == pytest.approx(-1.5, abs=0.5)
+    assert data["skipped"] == [{"engine": "fcn", "reason": "weights unavailable: no network"}]
+    assert set(data["timing_s"]) >= {"decode", "faces", "syncnet", "landmarks"}
+
+
+def test_detail_adds_per_window_confidence_and_segment():
+    data = _report().to_dict(detail=True)
+    assert data["segment"] == {"start_frame": 2, "stop_frame": 110}
+    assert len(data["results"][0]["frame_confidence"]) == 12
+    assert data["results"][0]["verdict"] == "audio is 120 ms early: delay it by 120 ms"
+
+
+def test_fix_uses_the_preferred_engines_calibrated_offset():
+    report = _report()
+    assert report.fix_offset_frames() == 3  # syncnet beats landmarks
+    report.results = report.results[1:]
+    assert report.fix_offset_frames() == round(report.results[0].calibrated_offset_frames)
+    report.results = []
+    assert report.fix_offset_frames() is None
+
+
+def test_stream_line_carries_window_times_results_and_errors():
+    line = window_to_dict(5.0, 10.0, _report())
+    assert set(line) == {"t_start", "t_end", "results", "skipped"}
+    assert line["results"][0]["offset_frames"] == 3
+    failed = window_to_dict(10.0, 15.0, None, error="no face found")
+    assert failed["results"] == [] and failed["error"] == "no face found"
+
+
+def test_result_rows_put_engines_side_by_side():
+    rows = result_rows(_report())
+    assert [row[0] for row in rows] == ["syncnet", "landmarks"]
+    assert rows[0][1:4] == [3, 120.0, "audio is 120 ms early: delay it by 120 ms"]
+
+
+def test_plots_and_crop_strip(tmp_path):
+    report = _report()
+    distances = plots.save_figure(plots.plot_distances(report.results), tmp_path / "d.png")
+    confidence = plots.save_figure(plots.plot_confidence(report.results, report.segment[0]), tmp_path / "c.png")
+    for png in (distances, confidence):
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+    crops = np.full((30, 224, 224, 3), 200, np.uint8)
+    mouths = np.full((30, 48, 96, 3), 50, np.uint8)
+    strip = plots.crop_strip(crops, mouths)
+    # 8 square faces, 112 px high; 8 mouths twice as wide as high: the face row is padded to the mouth row's width
+    assert strip.dtype == np.uint8 and strip.shape == (2 * plots.STRIP_HEIGHT, 8 * 2 * plots.STRIP_HEIGHT, 3)
+    assert strip[0, 0, 0] == 200 and strip[plots.STRIP_HEIGHT, 0, 0] == 50
+    assert plots.crop_strip(None, None) is None
