@@ -120,11 +120,12 @@ def series(lips: np.ndarray, audio: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     return visual, sound
 
 
-def window_dists(visual: np.ndarray, sound: np.ndarray, weights: np.ndarray = COMPONENT_WEIGHTS) -> np.ndarray:
+def window_dists(visual: np.ndarray, sound: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
     """(T, 31) ``1 - sum_c weights_c visual[t, c] sound[t - k, c] / sum(weights)`` for offset k (column k + 15).
 
-    Frames whose sound at that offset would lie outside the clip get 1 (no evidence).
+    `weights` defaults to COMPONENT_WEIGHTS. Frames whose sound at that offset would lie outside the clip get 1.
     """
+    weights = COMPONENT_WEIGHTS if weights is None else weights
     num_frames = len(visual)
     weighted = visual * (weights / weights.sum())
     dists = np.ones((num_frames, len(OFFSETS)))
