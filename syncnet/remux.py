@@ -15,6 +15,7 @@ from fractions import Fraction
 
 import av
 import numpy as np
+from av.bitstream import BitStreamFilterContext
 
 from syncnet.media import FPS, MediaError, open_container, probe_media
 
