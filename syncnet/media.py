@@ -149,12 +149,13 @@ def load_media(
 
 def _info(path: str, size: int, container: av.container.InputContainer) -> MediaInfo:
     name = os.path.basename(path)
-    video = container.streams.video[0] if container.streams.video else None
+    video = video_stream(container)
     audio = container.streams.audio[0] if container.streams.audio else None
     if video is None and audio is None:
         raise MediaError(f"not a video file: {name} has no audio or video stream")
     if video is None:
-        raise MediaError(f"no video stream in {name} (audio only)")
+        cover = " with cover art" if container.streams.video else ""
+        raise MediaError(f"no video stream in {name} (audio only{cover})")
     if audio is None:
         raise MediaError(f"no audio stream in {name}: SyncNet needs the soundtrack")
     if video.codec_context.width <= 0 or video.codec_context.height <= 0:
@@ -224,7 +225,7 @@ def _decode(source: Source, format: str | None, info: MediaInfo, out_w: int, out
     last_duration = 1.0 / (info.fps or FPS)
     resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
     with open_container(source, format) as container:
-        video, audio = container.streams.video[0], container.streams.audio[0]
+        video, audio = video_stream(container), container.streams.audio[0]
         video.thread_type = "AUTO"
         for packet in container.demux(video, audio):
             for frame in _decode_packet(packet):
@@ -252,6 +253,14 @@ def _decode(source: Source, format: str | None, info: MediaInfo, out_w: int, out
     grid.fill_until(video_end + 0.5 / FPS - 1e-9)
     samples = np.concatenate(chunks) if chunks else None
     return grid.start, video_end, grid.buffer[: grid.count], audio_start, samples, rotation
+
+
+def video_stream(container: av.container.InputContainer) -> av.VideoStream | None:
+    """The first real video stream: cover art (an attached picture) does not count."""
+    for stream in container.streams.video:
+        if not stream.disposition & av.stream.Disposition.attached_pic:
+            return stream
+    return None
 
 
 def open_container(source: Source, format: str | None = None) -> av.container.InputContainer:

@@ -17,7 +17,7 @@ import av
 import numpy as np
 from av.bitstream import BitStreamFilterContext
 
-from syncnet.media import FPS, MediaError, open_container, probe_media
+from syncnet.media import FPS, MediaError, open_container, probe_media, video_stream
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ def write_corrected(src: str | os.PathLike, dst: str | os.PathLike, offset_frame
 def _remux(src: str, dst: str, shift_s: float) -> None:
     audio_start, samples, rate, layout = _shifted_audio(src, shift_s)
     with open_container(src) as source:
-        video = source.streams.video[0]
+        video = video_stream(source)
         # Both streams move by the same amount so that the output starts at 0 (the MP4 muxer handles AAC priming
         # and B-frame delays cleanly from there); their relative timing is kept. A stream's start delay is an edit
         # list counted in the movie timescale, 1/1000 s by default: use the video's time base instead.
@@ -64,7 +64,7 @@ def _remux(src: str, dst: str, shift_s: float) -> None:
             out_audio.bit_rate = AUDIO_BITRATE
             out_audio.time_base = Fraction(1, rate)
             audio_packets = _encode_audio(out_audio, samples, first=int(round((audio_start - origin) * rate)))
-            _write_video(source, out, out_video, copy, int(round(origin / video.time_base)), audio_packets)
+            _write_video(source, video, out, out_video, copy, int(round(origin / video.time_base)), audio_packets)
 
 
 def _h264_stream(out: av.container.OutputContainer, video: av.VideoStream) -> av.VideoStream:
@@ -75,10 +75,9 @@ def _h264_stream(out: av.container.OutputContainer, video: av.VideoStream) -> av
     return stream
 
 
-def _write_video(source, out, stream, copy: bool, shift: int, audio: deque[av.Packet]) -> None:
-    """Copy the video packets (timestamps moved back by `shift`) or re-encode them with H.264, muxing the audio
-    packets in between in time order (interleaved, so that the file plays while it loads)."""
-    video = source.streams.video[0]
+def _write_video(source, video, out, stream, copy: bool, shift: int, audio: deque[av.Packet]) -> None:
+    """Copy the packets of `video` (timestamps moved back by `shift`) or re-encode them with H.264, muxing the
+    audio packets in between in time order (interleaved, so that the file plays while it loads)."""
 
     def mux(packets: list[av.Packet]) -> None:
         for packet in packets:
