@@ -107,6 +107,19 @@ class FaceTrack:
     def num_frames(self) -> int:
         return self.stop - self.start
 
+    def describe(self) -> str:
+        """Which face was followed and over which frames, in one sentence for reports."""
+        x = float(np.median(self.boxes[:, [0, 2]].mean(axis=1))) / self.frame_size[1]
+        where = "on the left" if x < 0.4 else "on the right" if x > 0.6 else "in the centre"
+        seen = "one face" if self.num_faces == 1 else f"{self.num_faces} faces at once"
+        choice = ""
+        if len(self.segments) > 1:
+            choice = f" (of {len(self.segments)} face tracks, the one whose lips follow the sound best)"
+        return (
+            f"{seen} seen; followed the face {where}{choice}, frames {self.start}-{self.stop - 1}"
+            f" ({self.num_frames / FPS:.1f} s), lip/sound correlation {self.speaking_score:.2f}"
+        )
+
     def smoothed(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Box centre x, centre y and half-size, median-filtered over time exactly as SyncNet's crop_video."""
         x = (self.boxes[:, 0] + self.boxes[:, 2]) / 2
