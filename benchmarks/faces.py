@@ -98,7 +98,8 @@ def main() -> None:
         )
         rows.append(
             f"| {name} ({what}) | {n} ({width}x{height}) | {num_faces} | {1000 * decode_s / n:.1f} |"
-            f" {1000 * landmark_s / n:.1f} | {1000 * stage_s / n:.1f} | {stage_s / landmark_s:.2f} | {300 * stage_s / n:.2f} |"
+            f" {1000 * landmark_s / n:.1f} | {1000 * stage_s / n:.1f} | {stage_s / landmark_s:.2f} |"
+            f" {300 * stage_s / n:.2f} |"
         )
         print(rows[-1], flush=True)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")

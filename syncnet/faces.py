@@ -268,7 +268,7 @@ def track_face(frames: np.ndarray, audio: np.ndarray) -> FaceTrack:
     best = _choose(segments, openings, energy)
     segments[best].chosen = True
     start, stop, landmarks, detected = _fill(candidates[best])
-    log.debug("face track %d..%d of %d frames, %d faces, %d candidates", start, stop, len(frames), num_faces, len(segments))
+    log.debug("face track %d..%d of %d frames, %d faces, %d tracks", start, stop, len(frames), num_faces, len(segments))
     return FaceTrack(
         start=start,
         stop=stop,
@@ -402,7 +402,8 @@ def mouth_crops(frames: np.ndarray, track: FaceTrack, size: int = 96) -> np.ndar
         border = int(np.ceil(h)) + 1
         rows = (int(cy[k] - h) + border, int(cy[k] + h) + border)
         cols = (int(cx[k] - h) + border, int(cx[k] + h) + border)
-        crops[k] = cv2.resize(_window(frames[track.start + k], rows, cols, border), (size, size), interpolation=cv2.INTER_AREA)
+        mouth = _window(frames[track.start + k], rows, cols, border)
+        crops[k] = cv2.resize(mouth, (size, size), interpolation=cv2.INTER_AREA)
     return crops
 
 

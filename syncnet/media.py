@@ -130,7 +130,8 @@ def load_media(
     overlap = count / FPS
     if count < MIN_DURATION_S * FPS:
         raise MediaError(
-            f"too short: {max(overlap, 0.0):.2f} s of overlapping audio and video (need at least {MIN_DURATION_S:.0f} s)"
+            f"too short: {max(overlap, 0.0):.2f} s of overlapping audio and video"
+            f" (need at least {MIN_DURATION_S:.0f} s)"
         )
     frames = frames[first : first + count]
     skip = int(round((start_s - audio_start) * SAMPLE_RATE))
@@ -274,7 +275,9 @@ def open_container(source: Source, format: str | None = None) -> av.container.In
 
 
 def _name(source: Source) -> str:
-    return os.path.basename(getattr(source, "name", "<memory>")) if hasattr(source, "read") else os.path.basename(source)
+    if hasattr(source, "read"):
+        return os.path.basename(getattr(source, "name", "<memory>"))
+    return os.path.basename(source)
 
 
 def _decode_packet(packet: av.Packet) -> list[av.frame.Frame]:

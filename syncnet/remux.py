@@ -8,9 +8,9 @@ stream is copied packet for packet when MP4 can hold its codec (re-encoded with 
 from __future__ import annotations
 
 import logging
-from collections import deque
 import os
 import tempfile
+from collections import deque
 from fractions import Fraction
 
 import av
@@ -81,18 +81,22 @@ def _write_video(source, video, out, stream, copy: bool, shift: int, audio: dequ
 
     def mux(packets: list[av.Packet]) -> None:
         for packet in packets:
-            while audio and packet.dts is not None and audio[0].dts * audio[0].time_base <= packet.dts * packet.time_base:
+            at = None if packet.dts is None else packet.dts * packet.time_base
+            while audio and at is not None and audio[0].dts * audio[0].time_base <= at:
                 out.mux(audio.popleft())
             out.mux(packet)
 
     if copy:
+        # DivX/Xvid AVIs may pack B-frames into one packet, which MP4 cannot hold: unpack them (no-op otherwise)
+        unpack = BitStreamFilterContext("mpeg4_unpack_bframes", video) if video.codec_context.name == "mpeg4" else None
         for packet in source.demux(video):
             if packet.dts is None and packet.pts is None:
                 continue  # the demuxer's flush packet
-            packet.pts = None if packet.pts is None else packet.pts - shift
-            packet.dts = None if packet.dts is None else packet.dts - shift
-            packet.stream = stream
-            mux([packet])
+            for part in unpack.filter(packet) if unpack else [packet]:
+                part.pts = None if part.pts is None else part.pts - shift
+                part.dts = None if part.dts is None else part.dts - shift
+                part.stream = stream
+                mux([part])
     else:
         for frame in source.decode(video):
             frame.pts -= shift
@@ -106,7 +110,8 @@ def _encode_audio(stream, samples: np.ndarray, first: int) -> deque[av.Packet]:
     rate, layout = stream.codec_context.sample_rate, stream.codec_context.layout.name
     packets = []
     for i in range(0, samples.shape[1], AAC_FRAME):
-        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(samples[:, i : i + AAC_FRAME]), format="fltp", layout=layout)
+        chunk = np.ascontiguousarray(samples[:, i : i + AAC_FRAME])
+        frame = av.AudioFrame.from_ndarray(chunk, format="fltp", layout=layout)
         frame.sample_rate, frame.pts, frame.time_base = rate, first + i, Fraction(1, rate)
         packets += stream.encode(frame)
     return deque(packets + stream.encode(None))
@@ -134,5 +139,6 @@ def _shifted_audio(src: str, shift_s: float) -> tuple[float, np.ndarray, int, st
     if shift >= 0:
         samples = np.concatenate([np.zeros((samples.shape[0], shift), np.float32), samples], axis=1)[:, :length]
     else:
-        samples = np.concatenate([samples[:, -shift:], np.zeros((samples.shape[0], min(-shift, length)), np.float32)], axis=1)
+        tail = np.zeros((samples.shape[0], min(-shift, length)), np.float32)
+        samples = np.concatenate([samples[:, -shift:], tail], axis=1)
     return start or 0.0, np.ascontiguousarray(samples, dtype=np.float32), rate, layout

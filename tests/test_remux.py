@@ -1,7 +1,5 @@
 """The corrected copy: audio moved by exactly the offset, video untouched, MP4 with AAC."""
 
-from pathlib import Path
-
 import av
 import numpy as np
 import pytest
@@ -100,7 +98,8 @@ def test_landmark_engine_reads_zero_on_the_corrected_copy(tmp_path):
 
 
 def test_mpeg4_with_b_frames_in_avi_is_copied(tmp_path):
-    src = flash_and_beep(tmp_path / "xvid.avi", vcodec="mpeg4", acodec="libmp3lame", extra=("-bf", "2", "-vtag", "XVID"))
+    extra = ("-bf", "2", "-vtag", "XVID")
+    src = flash_and_beep(tmp_path / "xvid.avi", vcodec="mpeg4", acodec="libmp3lame", extra=extra)
     dst = write_corrected(src, tmp_path / "fixed.mp4", -2)
     original, fixed = load_media(src), load_media(dst)
     with av.open(str(dst)) as out:
