@@ -177,9 +177,12 @@ class FCNEngine:
 
     name = "fcn"
 
-    def __init__(self, net: FCNSyncNet, calibration: Calibration = Calibration(), audio: AudioMode = "windows"):
+    def __init__(
+        self, net: FCNSyncNet, calibration: Calibration = Calibration(), source: str = "", audio: AudioMode = "windows"
+    ):
         self.net = net
         self.calibration = calibration
+        self.source = source  # which weights, from where (shown by the app)
         self.audio = audio
 
     def run(self, inputs: EngineInput) -> SyncResult:
@@ -193,13 +196,11 @@ class FCNEngine:
 def load_engine() -> FCNEngine:
     """The ``fcn`` engine with the weights from :mod:`syncnet.weights`; EngineUnavailable if they cannot be had."""
     from syncnet.engines import EngineUnavailable
-    from syncnet.weights import WeightsError, calibration, load_spec, load_weights
+    from syncnet.weights import WeightsError, calibration, load_spec, shared_weights
 
     spec = load_spec()
     try:
-        loaded = load_weights(spec)
+        loaded = shared_weights(spec)
     except WeightsError as error:
         raise EngineUnavailable(f"SyncNet weights: {error}") from error
-    engine = FCNEngine(FCNSyncNet(build_model(loaded.state_dict)), calibration(FCNEngine.name, spec))
-    engine.source = loaded.describe()  # shown by the app: which weights, from where
-    return engine
+    return FCNEngine(FCNSyncNet(build_model(loaded.state_dict)), calibration(FCNEngine.name, spec), loaded.describe())
