@@ -22,6 +22,7 @@ from syncnet.remux import write_corrected
 from syncnet.report import (
     RESULT_COLUMNS,
     Report,
+    describe_fix,
     describe_offset,
     preferred_result,
     result_rows,
@@ -93,7 +94,7 @@ def analyze(video: str | None, engines: list[str], progress=gr.Progress()):
         corrected = folder / f"{Path(video).stem}_synced.mp4"
         try:
             write_corrected(video, corrected, offset)
-            verdict += f"\n\nCorrected video: {describe_offset(offset)} (done below)."
+            verdict += f"\n\nCorrected video below: {describe_fix(offset)}."
         except (ValueError, OSError) as error:
             verdict, corrected = verdict + f"\n\nThe corrected video could not be written: {error}", None
     return (
@@ -112,7 +113,9 @@ def _verdict(report: Report) -> str:
     lines = [f"**{r.engine}**: {describe_offset(r.offset_frames)} (confidence {r.confidence:.2f})" for r in report.results]
     lines += [f"**{s.engine}** is off: {s.reason}" for s in report.skipped]
     best = preferred_result(report.results)
-    head = "No engine could run." if best is None else f"### {describe_offset(best.offset_frames).capitalize()}"
+    head = "No engine could run." if best is None else (
+        f"### {describe_offset(best.offset_frames).capitalize()} ({best.engine})"
+    )
     start, stop = report.segment
     lines.append(f"Face segment: frames {start}-{stop} of {report.frames} ({(stop - start) / FPS:.1f} s analysed).")
     return "\n\n".join([head, *lines])
@@ -122,7 +125,6 @@ def monitor(url: str, engines: list[str], window_s: float, max_seconds: float):
     """Follow an HLS stream: after each window, the table of all windows so far and the latest window's JSON."""
     if not url or not url.strip():
         raise gr.Error("Enter the http(s) URL of an HLS playlist (.m3u8).")
-    pipeline.get_engines(engines)
     rows: list[list] = []
     stop = threading.Event()  # set when the user stops (the generator is closed) or anything fails
     windows = stream_windows(
@@ -133,6 +135,7 @@ def monitor(url: str, engines: list[str], window_s: float, max_seconds: float):
         stop=stop,
     )
     try:
+        pipeline.get_engines(engines)  # loaded before the first window; unknown names refused
         for window in windows:
             try:
                 report, error = pipeline.analyze_media(window.media, engines), None
@@ -184,7 +187,7 @@ def build_demo() -> gr.Blocks:
                         gr.Examples(examples, inputs=[video])
                 with gr.Column():
                     verdict = gr.Markdown(elem_id="verdict")
-                    table = gr.Dataframe(headers=RESULT_COLUMNS, label="Results per engine", interactive=False)
+                    table = gr.Dataframe(headers=RESULT_COLUMNS, label="Results per engine", interactive=False, wrap=True)
                     timing = gr.Dataframe(headers=["stage", "seconds"], label="Time per stage", interactive=False)
             with gr.Row():
                 distance_plot = gr.Image(label="Distance against offset", type="filepath", elem_id="distance-plot")

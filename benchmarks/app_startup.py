@@ -2,8 +2,9 @@
 
     .venv/bin/python benchmarks/app_startup.py [--runs 3] [--clip examples/pcavs_posesrc_00067.mp4]
 
-Prints a markdown table (machine, command, date in the header). The app is started with HF_HUB_OFFLINE=1 and an
-empty Hugging Face cache, as a Space without network would be.
+Prints a markdown table (machine, command, date in the header). The app is started with an empty Hugging Face
+cache and, unless --network-attempt, HF_HUB_OFFLINE=1; with --network-attempt the weights download is tried and
+must fail on its own (no network), as on a machine that does not know it is offline.
 """
 from __future__ import annotations
 
@@ -29,15 +30,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_once(clip: Path) -> tuple[float, float]:
+def start_once(clip: Path, offline_flag: bool) -> tuple[float, float]:
     """Seconds until GET / answers 200, and seconds for one /detect call after that."""
     from gradio_client import Client, handle_file
 
     port = free_port()
     with tempfile.TemporaryDirectory() as hf_home:
-        env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": hf_home, "GRADIO_SERVER_PORT": str(port),
-               "GRADIO_ANALYTICS_ENABLED": "False"}
+        env = {**os.environ, "HF_HOME": hf_home, "GRADIO_SERVER_PORT": str(port), "GRADIO_ANALYTICS_ENABLED": "False"}
         env.pop("SYNCNET_WEIGHTS", None)
+        env.pop("HF_HUB_OFFLINE", None)
+        if offline_flag:
+            env["HF_HUB_OFFLINE"] = "1"
         started = time.perf_counter()
         server = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env,
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -67,9 +70,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--clip", type=Path, default=ROOT / "examples" / "pcavs_posesrc_00067.mp4")
+    parser.add_argument("--network-attempt", action="store_true", help="do not set HF_HUB_OFFLINE=1")
     args = parser.parse_args()
-    rows = [start_once(args.clip) for _ in range(args.runs)]
-    print(f"# app start-up, offline ({platform.node()}, {os.cpu_count()} CPUs, {platform.processor() or platform.machine()})")
+    rows = [start_once(args.clip, not args.network_attempt) for _ in range(args.runs)]
+    mode = "download attempted (no network)" if args.network_attempt else "HF_HUB_OFFLINE=1"
+    print(f"# app start-up, offline, {mode} ({platform.node()}, {os.cpu_count()} CPUs, {platform.processor() or platform.machine()})")
     print(f"# command: {' '.join(sys.argv)}; date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC")
     print(f"# clip for /detect: {args.clip.name}")
     print("| run | start-up to first page (s) | first /detect (s) |")

@@ -101,13 +101,13 @@ def detect(args: argparse.Namespace) -> int:
 
 def _write_fix(video: str, out: str, report: Report) -> None:
     from syncnet.remux import write_corrected
-    from syncnet.report import describe_offset
+    from syncnet.report import describe_fix
 
     offset = report.fix_offset_frames()
     if offset is None:
         raise BadInput("no engine could run, so there is no offset to correct")
     write_corrected(video, out, offset)
-    print(f"syncnet: wrote {out} ({describe_offset(offset)})", file=sys.stderr)
+    print(f"syncnet: wrote {out}: {describe_fix(offset)}", file=sys.stderr)
 
 
 def stream(args: argparse.Namespace) -> int:

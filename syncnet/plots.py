@@ -4,15 +4,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-import matplotlib
+import numpy as np
+from matplotlib.figure import Figure  # no pyplot: figures are plain objects (thread-safe, no display needed)
 
-matplotlib.use("Agg")  # no display: the app and the CLI render to files
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-
-from syncnet.media import FPS  # noqa: E402
-from syncnet.scoring import OFFSETS, SyncResult  # noqa: E402
+from syncnet.media import FPS
+from syncnet.scoring import OFFSETS, SyncResult
 
 STRIP_FRAMES = 8  # crops shown in the strip
 STRIP_HEIGHT = 112  # pixels per row of the strip
@@ -22,7 +18,8 @@ PANEL_SIZE = (3.6, 2.8)  # inches per engine panel
 def plot_distances(results: Sequence[SyncResult]) -> Figure:
     """Mean distance against offset, one panel per engine (their distance scales differ), minimum marked."""
     count = max(len(results), 1)
-    fig, axes = plt.subplots(1, count, figsize=(PANEL_SIZE[0] * count, PANEL_SIZE[1]), squeeze=False)
+    fig = Figure(figsize=(PANEL_SIZE[0] * count, PANEL_SIZE[1]))
+    axes = fig.subplots(1, count, squeeze=False)
     for ax, result in zip(axes[0], results):
         ax.plot(OFFSETS, result.dists, marker="o", markersize=3)
         ax.axvline(result.offset_frames, color="tab:red", linestyle="--", linewidth=1)
@@ -40,7 +37,8 @@ def plot_distances(results: Sequence[SyncResult]) -> Figure:
 
 def plot_confidence(results: Sequence[SyncResult], start_frame: int = 0) -> Figure:
     """Per-window confidence (median-filtered, at each engine's chosen offset) against time in the clip."""
-    fig, ax = plt.subplots(figsize=(PANEL_SIZE[0] * 2, PANEL_SIZE[1]))
+    fig = Figure(figsize=(PANEL_SIZE[0] * 2, PANEL_SIZE[1]))
+    ax = fig.subplots()
     for result in results:
         seconds = (start_frame + np.arange(len(result.frame_confidence))) / FPS
         ax.plot(seconds, result.frame_confidence, label=result.engine)
@@ -54,10 +52,9 @@ def plot_confidence(results: Sequence[SyncResult], start_frame: int = 0) -> Figu
 
 
 def save_figure(fig: Figure, path: str | Path) -> Path:
-    """Write a figure as PNG and free it."""
+    """Write a figure as PNG."""
     path = Path(path)
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return path
 
 

@@ -98,6 +98,14 @@ def describe_offset(offset_frames: float) -> str:
     return f"audio is {ms} ms late: advance it by {ms} ms"
 
 
+def describe_fix(offset_frames: int) -> str:
+    """What the corrected video does to the audio, for an offset in frames."""
+    ms = round(abs(offset_frames) * MS_PER_FRAME)
+    if ms == 0:
+        return "audio left as it is (in sync)"
+    return f"audio {'delayed' if offset_frames > 0 else 'advanced'} by {ms} ms"
+
+
 def preferred_result(results: Sequence[SyncResult]) -> SyncResult | None:
     """The result of the most trusted engine that ran (syncnet, then fcn, then landmarks)."""
     rank = {name: i for i, name in enumerate(FIX_PREFERENCE)}

@@ -1,6 +1,9 @@
 """The app as its API users see it: launched on 127.0.0.1, called with gradio_client on a real clip."""
 from __future__ import annotations
 
+from pathlib import Path
+
+import httpx
 import numpy as np
 import pytest
 from gradio_client import Client, handle_file
@@ -47,7 +50,7 @@ def test_detect_returns_the_cli_json_and_matches_the_library(client, weights, mo
     assert by_engine["fcn"]["offset_frames"] == by_engine["syncnet"]["offset_frames"]
 
     monkeypatch.setenv("SYNCNET_WEIGHTS", str(weights))
-    direct = pipeline.analyze_file(CLIP).to_dict()  # the same call in this process: the API adds nothing
+    direct = pipeline.analyze_file(CLIP, ["fcn", "landmarks"]).to_dict()  # the library in this process
     for ours in direct["results"]:
         theirs = by_engine[ours["engine"]]
         assert theirs["offset_frames"] == ours["offset_frames"]
@@ -62,10 +65,10 @@ def test_detect_with_one_engine(client):
 
 def test_analyze_returns_words_plots_crops_and_the_corrected_video(client):
     verdict, table, timing, distances, confidence, strip, corrected, details = client.predict(
-        handle_file(str(CLIP)), ["syncnet", "landmarks"], api_name="/analyze"
+        handle_file(str(CLIP)), ["fcn", "landmarks"], api_name="/analyze"
     )
     assert any(words in verdict for words in ("in sync", "early: delay it by", "late: advance it by"))
-    assert [row[0] for row in table["data"]] == ["syncnet", "landmarks"]
+    assert [row[0] for row in table["data"]] == ["fcn", "landmarks"]
     assert [row[0] for row in timing["data"]][:2] == ["decode", "faces"]
     for png in (distances, confidence):
         with open(png, "rb") as f:
@@ -107,3 +110,10 @@ def test_stream_endpoint_gives_a_result_per_window(client, tmp_path, monkeypatch
     assert [row[:3] for row in table["data"]] == [[0.0, 4.0, "landmarks"], [4.0, 8.0, "landmarks"]]
     assert latest["t_start"] == 4.0 and latest["results"][0]["engine"] == "landmarks"
     assert len(latest["results"][0]["dists"]) == 31
+
+
+@pytest.mark.parametrize("path", [Path(__file__).resolve().parents[1] / "app.py", Path("/etc/passwd"), CLIP.resolve()])
+def test_only_the_apps_own_files_are_served(client, path):
+    response = httpx.get(f"{client.src.rstrip('/')}/gradio_api/file={path}", timeout=10)
+    assert response.status_code in (403, 404)
+    assert b"import" not in response.content and b"root:" not in response.content

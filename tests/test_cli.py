@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import imageio_ffmpeg
 import pytest
 
 from syncnet.media import load_media
@@ -87,27 +88,41 @@ def test_detect_json_lists_engines_that_cannot_run(tmp_path):
     assert done.stderr == ""  # no terminal: no progress bar; skipped engines are in the JSON, not logged
 
 
-def test_detect_all_engines_and_fix(tmp_path):
+def test_detect_fcn_with_weights_and_fix(tmp_path):
     weights = write_weights(tmp_path / "syncnet_v2.model")
     fixed = tmp_path / "fixed.mp4"
-    done = run_cli("detect", str(CLIP), "--json", "--fix", str(fixed), env={"SYNCNET_WEIGHTS": str(weights)})
+    done = run_cli("detect", str(CLIP), "--engine", "fcn", "--json", "--fix", str(fixed),
+                   env={"SYNCNET_WEIGHTS": str(weights)})
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
-    by_engine = {r["engine"]: r for r in report["results"]}
-    assert set(by_engine) == {"syncnet", "fcn", "landmarks"} and report["skipped"] == []
-    # fcn is the same network run convolutionally: same distances, same offset
-    assert by_engine["fcn"]["offset_frames"] == by_engine["syncnet"]["offset_frames"]
-    assert by_engine["fcn"]["dists"] == pytest.approx(by_engine["syncnet"]["dists"], rel=1e-3)
-    assert f"wrote {fixed}" in done.stderr
+    assert [r["engine"] for r in report["results"]] == ["fcn"] and report["skipped"] == []
+    offset = round(report["results"][0]["calibrated_offset_frames"])
+    words = "in sync" if offset == 0 else f"{'delayed' if offset > 0 else 'advanced'} by {abs(offset) * 40} ms"
+    assert f"wrote {fixed}: audio" in done.stderr and words in done.stderr
     corrected = load_media(fixed)
     assert abs(corrected.duration_s - report["duration_s"]) < 1.0
 
 
-def test_detect_plain_text_says_it_in_words():
-    done = run_cli("detect", str(CLIP), "--engine", "landmarks")
+def audio_early(src: Path, dst: Path, ms: int) -> Path:
+    """A copy of ``src`` whose audio leads the lips by ``ms``: the first ``ms`` of sound cut, the video kept."""
+    subprocess.run(
+        [imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-y", "-i", str(src), "-map", "0:v", "-map", "0:a",
+         "-c:v", "copy", "-af", f"atrim=start={ms / 1000},asetpts=PTS-STARTPTS,apad", "-shortest", "-c:a", "aac",
+         str(dst)],
+        check=True, timeout=60,
+    )
+    return dst
+
+
+def test_detect_says_it_in_words_and_fix_puts_it_back_in_sync(tmp_path):
+    early = audio_early(CLIP, tmp_path / "early.mp4", 120)
+    fixed = tmp_path / "fixed.mp4"
+    done = run_cli("detect", str(early), "--engine", "landmarks", "--fix", str(fixed))
     assert done.returncode == 0, done.stderr
-    line = next(line for line in done.stdout.splitlines() if "landmarks:" in line)
-    assert any(words in line for words in ("in sync", "early: delay it by", "late: advance it by"))
+    assert "landmarks: audio is 120 ms early: delay it by 120 ms (offset +3 frames" in done.stdout
+    assert f"wrote {fixed}: audio delayed by 120 ms" in done.stderr
+    again = json.loads(run_cli("detect", str(fixed), "--engine", "landmarks", "--json").stdout)
+    assert again["results"][0]["offset_frames"] == 0
 
 
 @pytest.fixture(scope="module")

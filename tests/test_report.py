@@ -6,7 +6,7 @@ import pytest
 
 from syncnet import plots
 from syncnet.engines import Skipped
-from syncnet.report import Report, describe_offset, result_rows, window_to_dict
+from syncnet.report import Report, describe_fix, describe_offset, result_rows, window_to_dict
 from syncnet.scoring import OFFSETS, Calibration, summarize
 
 
@@ -40,6 +40,12 @@ def _report() -> Report:
 )
 def test_offset_in_words_follows_the_sign_convention(offset, words):
     assert describe_offset(offset) == words
+
+
+def test_fix_in_words():
+    assert describe_fix(3) == "audio delayed by 120 ms"
+    assert describe_fix(-2) == "audio advanced by 80 ms"
+    assert describe_fix(0) == "audio left as it is (in sync)"
 
 
 def test_json_has_exactly_the_cli_contract_shape():

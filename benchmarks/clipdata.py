@@ -1,0 +1,125 @@
+"""Decoded face segments of benchmark clips: lip shapes and aligned audio, cached on disk between runs.
+
+Shared by `benchmarks/accuracy.py` and `benchmarks/calibrate_landmarks.py`. Each clip goes through the real
+pipeline stages (`syncnet.media.load_media`, `syncnet.faces.track_face`, `syncnet.faces.lip_shapes`); the cache
+holds only the small arrays the landmark engine needs (crops are not cached: they are recomputed for engines
+that need them).
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import hashlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from syncnet.faces import lip_shapes, track_face
+from syncnet.media import SAMPLES_PER_FRAME, load_media
+
+log = logging.getLogger(__name__)
+
+CACHE_VERSION = 1  # bump when what is cached changes
+DEFAULT_CACHE = Path.home() / ".cache" / "fcn-syncnet" / "benchmarks"
+# Copies of syncnet_example.avi shifted by a third party: NOT shifted by their labels (see the manifest's notes),
+# and the same content as syncnet_example.avi, so they would count one clip three times.
+DERIVED_CLIPS = {"syncnet_example_audiodelay5.avi", "syncnet_example_audiodelay12.avi"}
+VIDEO_SUFFIXES = {".mp4", ".avi", ".mpg", ".mov", ".webm", ".mkv"}
+
+
+@dataclass
+class ClipData:
+    """The face segment of one clip, as the landmark engine sees it."""
+
+    name: str
+    lips: np.ndarray  # float32 (n, K) lip shapes of the chosen face segment
+    audio: np.ndarray  # float32 (n * 640,) the audio of that segment (zero padded at the end if short)
+    start: int  # first frame of the segment in the clip
+    clip_frames: int  # frames in the whole clip
+    num_faces: int
+    kind: str  # "real" or "generated" (manifest), "unknown" if not listed
+    file_duration_s: float = 0.0  # the file's duration in the manifest (0: not listed)
+
+    @property
+    def duration_s(self) -> float:
+        """The file's duration (manifest), else that of the decoded frames."""
+        return self.file_duration_s or self.clip_frames / 25.0
+
+
+def read_manifest(clips_dir: Path) -> dict[str, dict[str, str]]:
+    """Rows of manifest.tsv by file name ({} when the folder has none)."""
+    path = clips_dir / "manifest.tsv"
+    if not path.exists():
+        return {}
+    with open(path, newline="") as f:
+        return {row["file"]: row for row in csv.DictReader(f, delimiter="\t")}
+
+
+def list_clips(clips_dir: Path) -> list[Path]:
+    """Video files of the folder, derived copies left out, sorted by name."""
+    return sorted(
+        p for p in clips_dir.iterdir() if p.suffix.lower() in VIDEO_SUFFIXES and p.name not in DERIVED_CLIPS
+    )
+
+
+def segment_audio(audio: np.ndarray, start: int, stop: int) -> np.ndarray:
+    """Audio samples of frames [start, stop), zero padded to exactly (stop - start) * 640."""
+    out = np.zeros((stop - start) * SAMPLES_PER_FRAME, np.float32)
+    piece = audio[start * SAMPLES_PER_FRAME : stop * SAMPLES_PER_FRAME]
+    out[: len(piece)] = piece
+    return out
+
+
+def decode_clip(path: Path, kind: str = "unknown") -> ClipData:
+    """Decode a file and track its speaking face (no cache)."""
+    media = load_media(str(path))
+    track = track_face(media.frames, media.audio)
+    return ClipData(
+        name=path.name,
+        lips=lip_shapes(track).astype(np.float32),
+        audio=segment_audio(media.audio, track.start, track.stop),
+        start=track.start,
+        clip_frames=len(media.frames),
+        num_faces=track.num_faces,
+        kind=kind,
+    )
+
+
+def _key(path: Path) -> str:
+    stat = path.stat()
+    text = f"{CACHE_VERSION}:{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
+    return hashlib.sha1(text.encode()).hexdigest()[:16]
+
+
+def load_clip(path: Path, cache_dir: Path | None, kind: str = "unknown", file_duration_s: float = 0.0) -> ClipData:
+    """`decode_clip`, through an .npz cache keyed by the file's path, size and modification time."""
+    if cache_dir is None:
+        return dataclasses.replace(decode_clip(path, kind), file_duration_s=file_duration_s)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    cached = cache_dir / f"{path.name}.{_key(path)}.npz"
+    if cached.exists():
+        with np.load(cached) as z:
+            return ClipData(path.name, z["lips"], z["audio"], int(z["start"]), int(z["clip_frames"]),
+                            int(z["num_faces"]), kind, file_duration_s)
+    clip = decode_clip(path, kind)
+    tmp = cached.with_suffix(".tmp.npz")
+    np.savez(tmp, lips=clip.lips, audio=clip.audio, start=clip.start, clip_frames=clip.clip_frames,
+             num_faces=clip.num_faces)
+    tmp.replace(cached)
+    log.info("cached %s (%d frames)", path.name, len(clip.lips))
+    return dataclasses.replace(clip, file_duration_s=file_duration_s)
+
+
+def load_clips(clips_dir: Path, cache_dir: Path | None) -> list[ClipData]:
+    """Every clip of the folder (derived copies left out); clips whose face cannot be tracked are logged and left out."""
+    manifest = read_manifest(clips_dir)
+    out = []
+    for path in list_clips(clips_dir):
+        row = manifest.get(path.name, {})
+        try:
+            out.append(load_clip(path, cache_dir, row.get("kind", "unknown"), float(row.get("duration_s") or 0.0)))
+        except ValueError as error:  # MediaError / NoFaceError
+            log.warning("%s left out: %s", path.name, error)
+    return out
