@@ -18,7 +18,7 @@ from syncnet.model import (
     offset_distances,
     windowed_embeddings,
 )
-from syncnet.scoring import summarize
+from syncnet.scoring import Calibration, summarize
 from tests.paths import CLIPS, SYNCNET_REF
 from tests.synthetic_weights import synthetic_state_dict
 
@@ -134,3 +134,16 @@ def test_too_short_and_malformed_inputs(fcn, net):
     bad = EngineInput(np.zeros((10, 112, 112, 3), np.uint8), audio, mfcc(audio), np.zeros((10, 1), np.float32))
     with pytest.raises(SyncNetInputError, match="uint8 \\(T, 224, 224, 3\\)"):
         FCNEngine(fcn).run(bad)
+
+
+def test_calibrated_subframe_offset(net, fcn):
+    """The sub-frame offset (parabola vertex) goes through the engine's calibration: frames and milliseconds."""
+    frames, audio = fixture_input()
+    crops = np.ascontiguousarray(frames[..., ::-1])
+    inputs = EngineInput(crops, audio.astype(np.float32) / 32768.0, mfcc(audio), np.zeros((50, 1), np.float32))
+    plain = FCNEngine(fcn).run(inputs)
+    scaled = FCNEngine(fcn, Calibration(scale=0.5, bias=1.25)).run(inputs)
+    assert abs(plain.subframe_offset - plain.offset_frames) <= 0.5
+    assert plain.calibrated_offset_frames == plain.subframe_offset
+    assert scaled.calibrated_offset_frames == pytest.approx(0.5 * plain.subframe_offset + 1.25)
+    assert scaled.calibrated_offset_ms == pytest.approx(40.0 * scaled.calibrated_offset_frames)
