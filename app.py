@@ -9,7 +9,6 @@ import atexit
 import shutil
 import tempfile
 import threading
-import time
 from pathlib import Path
 
 import gradio as gr
@@ -36,22 +35,13 @@ CONCURRENCY_LIMIT = 2  # analyses running at once; the rest wait in the queue
 QUEUE_SIZE = 16  # requests waiting at most; more are turned away
 STREAM_WINDOW_S = 5.0
 STREAM_MAX_SECONDS = 600.0  # a monitor holds a worker: it stops after this much stream at most
-OUTPUT_TTL_S = 900  # our output files are removed this long after they were written
+CACHE_TTL_S = 900  # Gradio's copies of uploads and results are removed this long after they were made
 EXAMPLES_DIR = Path(__file__).parent / "examples"
 EXAMPLE_SUFFIXES = (".mp4", ".webm", ".mov")
 STREAM_COLUMNS = ["t_start (s)", "t_end (s)", "engine", "offset (frames)", "verdict", "confidence"]
 
-OUTPUT_ROOT = Path(tempfile.mkdtemp(prefix="syncnet-app-"))  # the app's own outputs; Gradio copies what it shows
+OUTPUT_ROOT = Path(tempfile.mkdtemp(prefix="syncnet-app-"))  # corrected videos, until Gradio has copied them
 atexit.register(shutil.rmtree, OUTPUT_ROOT, ignore_errors=True)
-
-
-def _output_dir() -> Path:
-    """A fresh folder for one request's files; folders older than OUTPUT_TTL_S are removed first."""
-    now = time.time()
-    for old in OUTPUT_ROOT.iterdir():
-        if now - old.stat().st_mtime > OUTPUT_TTL_S:
-            shutil.rmtree(old, ignore_errors=True)
-    return Path(tempfile.mkdtemp(dir=OUTPUT_ROOT))
 
 
 def _require_video(video: str | None) -> str:
@@ -82,31 +72,35 @@ def detect(video: str | None, engines: list[str], progress=gr.Progress()) -> dic
 
 
 def analyze(video: str | None, engines: list[str], progress=gr.Progress()):
-    """Everything: the verdict, a table per engine, timings, plots, crops, the corrected video and detailed JSON."""
+    """Everything: the verdict, a table per engine, timings, plots, crops, the corrected video and detailed JSON.
+
+    A generator that yields once: Gradio copies the corrected video to its cache before resuming it, and then our
+    own copy is removed.
+    """
     report = _run(video, engines, progress)
-    folder = _output_dir()
-    distances = plots.save_figure(plots.plot_distances(report.results), folder / "distances.png")
-    confidence = plots.save_figure(plots.plot_confidence(report.results, report.segment[0]), folder / "confidence.png")
-    strip = plots.crop_strip(report.crops, report.mouths)
-    verdict, corrected = _verdict(report), None
-    offset = report.fix_offset_frames()
-    if offset is not None:
-        corrected = folder / f"{Path(video).stem}_synced.mp4"
-        try:
-            write_corrected(video, corrected, offset)
-            verdict += f"\n\nCorrected video below: {describe_fix(offset)}."
-        except (ValueError, OSError) as error:
-            verdict, corrected = verdict + f"\n\nThe corrected video could not be written: {error}", None
-    return (
-        verdict,
-        result_rows(report),
-        timing_rows(report),
-        str(distances),
-        str(confidence),
-        strip,
-        None if corrected is None else str(corrected),
-        report.to_dict(detail=True),
-    )
+    folder = Path(tempfile.mkdtemp(dir=OUTPUT_ROOT))
+    try:
+        verdict, corrected = _verdict(report), None
+        offset = report.fix_offset_frames()
+        if offset is not None:
+            corrected = folder / f"{Path(video).stem}_synced.mp4"
+            try:
+                write_corrected(video, corrected, offset)
+                verdict += f"\n\nCorrected video below: {describe_fix(offset)}."
+            except (ValueError, OSError) as error:
+                verdict, corrected = verdict + f"\n\nThe corrected video could not be written: {error}", None
+        yield (
+            verdict,
+            result_rows(report),
+            timing_rows(report),
+            plots.render(plots.plot_distances(report.results)),
+            plots.render(plots.plot_confidence(report.results, report.segment[0])),
+            plots.crop_strip(report.crops, report.mouths),
+            None if corrected is None else str(corrected),
+            report.to_dict(detail=True),
+        )
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _verdict(report: Report) -> str:
@@ -165,7 +159,7 @@ def engine_panel():
 
 def build_demo() -> gr.Blocks:
     examples = sorted(str(p) for p in EXAMPLES_DIR.iterdir() if p.suffix in EXAMPLE_SUFFIXES)
-    with gr.Blocks(title="FCN-SyncNet", delete_cache=(OUTPUT_TTL_S, OUTPUT_TTL_S)) as demo:
+    with gr.Blocks(title="FCN-SyncNet", delete_cache=(CACHE_TTL_S, CACHE_TTL_S)) as demo:
         gr.Markdown(
             "# FCN-SyncNet\nIs the sound in sync with the lips? By how much? Fix it. "
             "Offsets are in frames at 25 fps (40 ms): **+k = the audio is early** (delay it by k frames), "
@@ -190,9 +184,9 @@ def build_demo() -> gr.Blocks:
                     table = gr.Dataframe(headers=RESULT_COLUMNS, label="Results per engine", interactive=False, wrap=True)
                     timing = gr.Dataframe(headers=["stage", "seconds"], label="Time per stage", interactive=False)
             with gr.Row():
-                distance_plot = gr.Image(label="Distance against offset", type="filepath", elem_id="distance-plot")
-                confidence_plot = gr.Image(label="Confidence over time", type="filepath")
-            strip = gr.Image(label="Face and mouth crops the engines saw", type="numpy")
+                distance_plot = gr.Image(label="Distance against offset", format="png", elem_id="distance-plot")
+                confidence_plot = gr.Image(label="Confidence over time", format="png")
+            strip = gr.Image(label="Face and mouth crops the engines saw", format="jpeg")
             corrected = gr.Video(label="Corrected video", interactive=False, height=360)
             with gr.Accordion("JSON", open=False):
                 details = gr.JSON(label="Report")

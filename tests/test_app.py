@@ -9,6 +9,7 @@ import pytest
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 
+import app
 from syncnet import pipeline
 from syncnet.media import load_media
 from tests.app_server import running_app
@@ -78,6 +79,7 @@ def test_analyze_returns_words_plots_crops_and_the_corrected_video(client):
     fixed = load_media(video)
     assert abs(fixed.duration_s - details["duration_s"]) < 1.0
     assert details["segment"]["stop_frame"] > details["segment"]["start_frame"]
+    assert list(app.OUTPUT_ROOT.iterdir()) == []  # our copy of the corrected video is gone, Gradio serves its own
     for result in details["results"]:
         assert len(result["frame_confidence"]) > 0 and np.isfinite(result["frame_confidence"]).all()
 
