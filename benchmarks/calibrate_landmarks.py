@@ -12,14 +12,16 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 from pathlib import Path
 
 import numpy as np
 
-from benchmarks.clipdata import ClipData, load_clips
+from benchmarks.clipdata import DEFAULT_CACHE, ClipData, load_clips
 from syncnet import landmarks
-from syncnet.landmarks import CARD_CONFIG, LandmarkEngine, band_slopes, lip_velocity, speech_weights
+from syncnet.landmarks import LandmarkEngine, band_slopes, lip_velocity, speech_weights
 from syncnet.scoring import summarize
+from syncnet.weights import CARD_CONFIG
 
 log = logging.getLogger("calibrate_landmarks")
 
@@ -106,13 +108,15 @@ def write_calibration(bias: float, note: str, config: Path = CARD_CONFIG) -> Non
     card.setdefault("calibration", {})["landmarks"] = {"scale": 1.0, "bias": round(bias, 3)}
     card["calibration_landmarks_note"] = note
     config.parent.mkdir(parents=True, exist_ok=True)
-    config.write_text(json.dumps(card, indent=2) + "\n")
+    text = json.dumps(card, indent=2)
+    text = re.sub(r'\{\s+"scale": ([^,]+),\s+"bias": ([^\s]+)\s+\}', r'{"scale": \1, "bias": \2}', text)  # one line each
+    config.write_text(text + "\n")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clips", type=Path, default=Path("../shared/clips"))
-    parser.add_argument("--cache", type=Path, default=Path(".cache/benchmarks"))
+    parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
     parser.add_argument("--projection", action="store_true", help="refit LIP_WEIGHTS/BAND_WEIGHTS and print them")
     parser.add_argument("--dry-run", action="store_true", help="print the calibration, do not write the card")
     args = parser.parse_args()

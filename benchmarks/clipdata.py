@@ -21,6 +21,7 @@ from syncnet.media import SAMPLES_PER_FRAME, load_media
 log = logging.getLogger(__name__)
 
 CACHE_VERSION = 1  # bump when what is cached changes
+DEFAULT_CACHE = Path.home() / ".cache" / "fcn-syncnet" / "benchmarks"
 # Copies of syncnet_example.avi shifted by a third party: NOT shifted by their labels (see the manifest's notes),
 # and the same content as syncnet_example.avi, so they would count one clip three times.
 DERIVED_CLIPS = {"syncnet_example_audiodelay5.avi", "syncnet_example_audiodelay12.avi"}

@@ -39,7 +39,7 @@ MODEL_URL = (
 MODEL_SHA256 = "64184e229b263107bc2b804c6625db1341ff2bb731874b0bcc2fe6544e0bc9ff"
 
 MAX_FACES = 4  # faces tracked at once
-SCAN_EVERY = 12  # frames between the looks that count faces before tracking (tracking fewer faces is faster)
+SCAN_EVERY = 25  # frames between the looks that count faces before tracking (tracking fewer faces is faster)
 MIN_TRACK_FRAMES = int(FPS)  # a usable face segment lasts at least 1 s
 MAX_GAP_FRAMES = 12  # missed detections bridged by interpolation (0.48 s); longer gaps split a track
 MIN_IOU = 0.3  # box overlap linking a detection to a track
@@ -217,7 +217,8 @@ def face_boxes(landmarks: np.ndarray) -> np.ndarray:
 
 def scene_cuts(frames: np.ndarray) -> np.ndarray:
     """Indices i where a new shot starts at frame i (content change as in PySceneDetect's ContentDetector)."""
-    small = [cv2.resize(f, (64, 36), interpolation=cv2.INTER_AREA) for f in frames]
+    step = max(1, min(frames.shape[1:3]) // 72)  # subsample big frames first: INTER_AREA is slow on them
+    small = [cv2.resize(f[::step, ::step], (64, 36), interpolation=cv2.INTER_AREA) for f in frames]
     hsv = np.stack([cv2.cvtColor(f, cv2.COLOR_RGB2HSV) for f in small])
     change = np.abs(np.diff(hsv.astype(np.int16), axis=0)).mean(axis=(1, 2, 3))
     return np.flatnonzero(change > CUT_THRESHOLD) + 1
@@ -246,11 +247,12 @@ def track_face(frames: np.ndarray, audio: np.ndarray) -> FaceTrack:
             f"no face stays visible for {MIN_TRACK_FRAMES / FPS:.0f} s in a row (longest {longest / FPS:.2f} s)"
         )
     energy = _audio_energy(audio, len(frames))
-    segments = []
+    segments, openings = [], []
     for track in candidates:
         start, stop, landmarks, _ = _fill(track)
-        segments.append(Segment(start, stop, _speaking_score(lip_shapes_of(landmarks)[:, 0], energy[start:stop])))
-    best = _choose(segments)
+        openings.append(lip_shapes_of(landmarks)[:, 0])
+        segments.append(Segment(start, stop, _speaking_score(openings[-1], energy[start:stop])))
+    best = _choose(segments, openings, energy)
     segments[best].chosen = True
     start, stop, landmarks, detected = _fill(candidates[best])
     log.debug("face track %d..%d of %d frames, %d faces, %d candidates", start, stop, len(frames), num_faces, len(segments))
@@ -332,17 +334,24 @@ def _speaking_score(opening: np.ndarray, energy: np.ndarray) -> float:
     return best
 
 
-def _choose(segments: list[Segment]) -> int:
-    """The longest segment among those that beat every face on screen at the same time at following the audio."""
+def _choose(segments: list[Segment], openings: list[np.ndarray], energy: np.ndarray) -> int:
+    """The longest segment among those whose lips follow the audio better than every face on screen with them.
 
-    def overlaps(a: Segment, b: Segment) -> bool:
-        return a.start < b.stop and b.start < a.stop
+    Two faces are compared on the frames they share (at least 1 s of them; shorter overlaps are not judged).
+    """
 
-    winners = [
-        i
-        for i, s in enumerate(segments)
-        if all(s.speaking_score >= o.speaking_score for o in segments if o is not s and overlaps(s, o))
-    ]
+    def beats(i: int, j: int) -> bool:
+        a, b = segments[i], segments[j]
+        lo, hi = max(a.start, b.start), min(a.stop, b.stop)
+        if hi - lo < MIN_TRACK_FRAMES:
+            return True
+        mine = _speaking_score(openings[i][lo - a.start : hi - a.start], energy[lo:hi])
+        theirs = _speaking_score(openings[j][lo - b.start : hi - b.start], energy[lo:hi])
+        return mine >= theirs
+
+    winners = [i for i in range(len(segments)) if all(beats(i, j) for j in range(len(segments)) if j != i)]
+    if not winners:  # no face beats all the others (cycles): fall back to the best overall score
+        winners = [max(range(len(segments)), key=lambda i: segments[i].speaking_score)]
     return max(winners, key=lambda i: (segments[i].stop - segments[i].start, segments[i].speaking_score))
 
 

@@ -40,7 +40,9 @@ CHUNK_WINDOWS = 32  # lip windows per pass: bounds memory (first activation is 4
 AudioMode = Literal["windows", "sequence"]
 
 
-def fold_bn(weight: torch.Tensor, bias: torch.Tensor, bn: nn.modules.batchnorm._BatchNorm) -> tuple[torch.Tensor, torch.Tensor]:
+def fold_bn(
+    weight: torch.Tensor, bias: torch.Tensor, bn: nn.modules.batchnorm._BatchNorm
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Weight and bias of ``bn(layer(x))`` for a conv/linear layer followed by an eval-mode BatchNorm."""
     scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
     shape = (-1,) + (1,) * (weight.dim() - 1)

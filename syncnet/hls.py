@@ -95,7 +95,7 @@ def parse_playlist(text: str, base_url: str) -> Playlist:
         tag, _, value = line.partition(":")
         try:
             if tag == "#EXT-X-TARGETDURATION":
-                playlist.target_duration = float(int(value))
+                playlist.target_duration = float(value)
                 if not 0 < playlist.target_duration <= MAX_TARGET_DURATION_S:
                     raise ValueError(f"target duration {value} s out of range")
             elif tag == "#EXT-X-MEDIA-SEQUENCE":

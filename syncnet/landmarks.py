@@ -11,10 +11,8 @@ gives a flat curve, i.e. confidence ~0.
 """
 from __future__ import annotations
 
-import json
 import logging
 import time
-from pathlib import Path
 
 import numpy as np
 from scipy.ndimage import maximum_filter1d
@@ -26,7 +24,6 @@ from syncnet.scoring import OFFSETS, Calibration, SyncResult, summarize
 log = logging.getLogger(__name__)
 
 NAME = "landmarks"
-CARD_CONFIG = Path(__file__).resolve().parent.parent / "weights_card" / "config.json"
 
 # audio analysis: 25 ms Hann windows every 10 ms (4 per video frame), as SyncNet's MFCC
 WINDOW = 400
@@ -147,16 +144,6 @@ def check_inputs(lips: np.ndarray, audio: np.ndarray) -> tuple[np.ndarray, np.nd
     return lips, audio
 
 
-def read_calibration(config: Path = CARD_CONFIG) -> Calibration:
-    """``calibration.landmarks`` from the weights card (identity when the file or the entry is missing)."""
-    try:
-        entry = json.loads(config.read_text())["calibration"][NAME]
-    except (OSError, KeyError, json.JSONDecodeError):
-        log.info("no landmarks calibration in %s: identity", config)
-        return Calibration()
-    return Calibration(scale=float(entry["scale"]), bias=float(entry["bias"]))
-
-
 class LandmarkEngine:
     """Cross-correlation of lip-shape motion with band-energy changes; needs no weights."""
 
@@ -177,5 +164,7 @@ class LandmarkEngine:
 
 
 def load_engine() -> LandmarkEngine:
-    """The landmark engine with the calibration stored in weights_card/config.json."""
-    return LandmarkEngine(read_calibration())
+    """The landmark engine with the calibration stored in weights_card/config.json (``calibration.landmarks``)."""
+    from syncnet.weights import calibration
+
+    return LandmarkEngine(calibration(NAME))

@@ -89,7 +89,7 @@ def probe_media(path: Source, *, max_bytes: int = MAX_BYTES, format: str | None 
     if size > max_bytes:
         raise MediaError(f"file too large: {size / 2**20:.1f} MB (limit {max_bytes / 2**20:.0f} MB)")
     try:
-        with _open(path, format) as container:
+        with open_container(path, format) as container:
             return _info(_name(path) if hasattr(path, "read") else path, size, container)
     except av.error.FFmpegError as e:
         raise MediaError(f"unreadable or corrupt media file {_name(path)}: {e.strerror or e}") from e
@@ -223,7 +223,7 @@ def _decode(source: Source, format: str | None, info: MediaInfo, out_w: int, out
     rotation = 0
     last_duration = 1.0 / (info.fps or FPS)
     resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
-    with _open(source, format) as container:
+    with open_container(source, format) as container:
         video, audio = container.streams.video[0], container.streams.audio[0]
         video.thread_type = "AUTO"
         for packet in container.demux(video, audio):
@@ -254,7 +254,7 @@ def _decode(source: Source, format: str | None, info: MediaInfo, out_w: int, out
     return grid.start, video_end, grid.buffer[: grid.count], audio_start, samples, rotation
 
 
-def _open(source: Source, format: str | None) -> av.container.InputContainer:
+def open_container(source: Source, format: str | None = None) -> av.container.InputContainer:
     """Open with only the whitelisted demuxers; a path may only lead to local files, never to a URL."""
     options = {"format_whitelist": FORMAT_WHITELIST}
     if hasattr(source, "read"):

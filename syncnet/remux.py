@@ -16,7 +16,7 @@ from fractions import Fraction
 import av
 import numpy as np
 
-from syncnet.media import FPS, MediaError, probe_media
+from syncnet.media import FPS, MediaError, open_container, probe_media
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ def write_corrected(src: str | os.PathLike, dst: str | os.PathLike, offset_frame
 
 def _remux(src: str, dst: str, shift_s: float) -> None:
     audio_start, samples, rate, layout = _shifted_audio(src, shift_s)
-    with av.open(src, metadata_errors="ignore") as source:
+    with open_container(src) as source:
         video = source.streams.video[0]
         # Both streams move by the same amount so that the output starts at 0 (the MP4 muxer handles AAC priming
         # and B-frame delays cleanly from there); their relative timing is kept. A stream's start delay is an edit
@@ -116,7 +116,7 @@ def _shifted_audio(src: str, shift_s: float) -> tuple[float, np.ndarray, int, st
     """The audio's start time, its samples (channels, n) as float32 shifted by shift_s (>0: later) and cut or
     padded back to their length, the sample rate and the channel layout for the AAC encoder."""
     chunks, start = [], None
-    with av.open(src, metadata_errors="ignore") as source:
+    with open_container(src) as source:
         audio = source.streams.audio[0]
         rate = audio.codec_context.sample_rate if audio.codec_context.sample_rate in AAC_RATES else 48000
         layout = "mono" if audio.codec_context.channels == 1 else "stereo"

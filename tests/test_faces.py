@@ -1,6 +1,5 @@
 """Face tracks, crops in SyncNet's convention, lip shapes, speaker choice and the face model file."""
 
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -9,8 +8,8 @@ import pytest
 from syncnet import faces
 from syncnet.faces import FaceModelError, FaceTrack, NoFaceError, crop_faces, lip_shapes, mouth_crops, track_face
 from syncnet.media import SAMPLES_PER_FRAME, load_media
+from tests.paths import CLIPS
 
-CLIPS = Path(__file__).parent / "data" / "clips"
 
 
 @pytest.fixture(scope="module")
@@ -193,3 +192,18 @@ def test_scene_cut_splits_track(speaker, other):
     assert list(faces.scene_cuts(frames)) == [40]
     track = track_face(frames, audio)
     assert (track.start, track.stop) == (40, 110)
+
+
+def test_faces_are_compared_on_the_frames_they_share():
+    """A brief second face with a high score of its own must not beat the speaker where they are on screen together."""
+    rng = np.random.default_rng(1)
+    energy = rng.normal(size=300)
+    speaker = rng.normal(size=300)
+    speaker[100:140] = energy[100:140]  # follows the sound only while the other face is there, diluting its score
+    other = 0.5 * energy[100:140] + rng.normal(scale=0.5, size=40)
+    segments = [
+        faces.Segment(0, 300, faces._speaking_score(speaker, energy)),
+        faces.Segment(100, 140, faces._speaking_score(other, energy[100:140])),
+    ]
+    assert segments[1].speaking_score > segments[0].speaking_score
+    assert faces._choose(segments, [speaker, other], energy) == 0

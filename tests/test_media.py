@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from syncnet.media import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME, Media, MediaError, load_media, probe_media
+from tests.paths import CLIPS
 
-CLIPS = Path(__file__).parent / "data" / "clips"
 FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()
 
 

@@ -8,9 +8,8 @@ import pytest
 
 from syncnet.media import SAMPLES_PER_FRAME, MediaError, load_media
 from syncnet.remux import write_corrected
-from test_media import ffmpeg, flash_and_beep
-
-CLIPS = Path(__file__).parent / "data" / "clips"
+from tests.paths import CLIPS
+from tests.test_media import ffmpeg, flash_and_beep
 
 
 def audio_lag(original: np.ndarray, shifted: np.ndarray, max_lag: int) -> int:
@@ -80,3 +79,21 @@ def test_rotation_survives(tmp_path):
     ffmpeg("-display_rotation", "90", "-i", str(plain), "-c", "copy", str(rotated))
     fixed = load_media(write_corrected(rotated, tmp_path / "fixed.mp4", 2))
     assert fixed.frames.shape[1:3] == load_media(rotated).frames.shape[1:3] == (96, 64)
+
+
+@pytest.mark.slow
+def test_landmark_engine_reads_zero_on_the_corrected_copy(tmp_path):
+    """Shift a clip's audio 6 frames early (ffmpeg, independent of our code), detect, correct, detect again."""
+    pytest.importorskip("syncnet.landmarks")
+    from syncnet.pipeline import analyze_file
+
+    src = CLIPS / "syncnet_example.avi"
+    shifted = tmp_path / "shifted.mkv"
+    ffmpeg("-i", str(src), "-ss", "0.24", "-i", str(src), "-map", "0:v", "-map", "1:a", "-c", "copy", str(shifted))
+    before = analyze_file(shifted, ["landmarks"])
+    offset = before.fix_offset_frames()
+    assert offset is not None
+    after = analyze_file(write_corrected(shifted, tmp_path / "fixed.mp4", offset), ["landmarks"])
+    (result,) = after.results
+    assert abs(result.calibrated_offset_frames) <= 1
+    assert abs(before.results[0].offset_frames - result.offset_frames - offset) <= 1

@@ -1,0 +1,147 @@
+"""The landmark engine: sign convention, shift recovery on synthetic and real data, silence/noise, shapes, errors."""
+import json
+
+import numpy as np
+import pytest
+
+from syncnet.engines import EngineInput, load_engines
+from syncnet.landmarks import NUM_LIP_FEATURES, LandmarkEngine, LandmarkInputError
+from syncnet.media import SAMPLES_PER_FRAME
+from syncnet.scoring import OFFSETS, Calibration
+from syncnet.weights import CARD_CONFIG
+from tests.paths import CLIPS
+
+FRAMES = 150
+
+
+def shift_audio(audio: np.ndarray, frames: int) -> np.ndarray:
+    """Audio made early by `frames` (sample n takes sample n + 640 * frames), zero padded; late if negative."""
+    step = frames * SAMPLES_PER_FRAME
+    return np.concatenate([audio[step:], np.zeros(step, audio.dtype)]) if step >= 0 else (
+        np.concatenate([np.zeros(-step, audio.dtype), audio[:step]]))
+
+
+def talking(seed: int = 0, frames: int = FRAMES) -> tuple[np.ndarray, np.ndarray]:
+    """Synthetic in-sync pair: syllable-like mouth opening and noise bursts loud exactly when the mouth is open."""
+    rng = np.random.default_rng(seed)
+    opening = np.convolve((rng.random(frames) < 0.3).astype(float), np.hanning(5), mode="same").clip(0, 1)
+    lips = np.stack([0.1 * opening, 0.6 + 0.01 * rng.standard_normal(frames), 0.3 + 0.2 * opening,
+                     0.05 * opening, 1.2 + 0.05 * opening], axis=1)
+    lips += 0.003 * rng.standard_normal(lips.shape)
+    envelope = np.repeat(opening, SAMPLES_PER_FRAME)
+    audio = 0.3 * envelope * rng.standard_normal(len(envelope)) + 0.001 * rng.standard_normal(len(envelope))
+    return lips.astype(np.float32), audio.astype(np.float32)
+
+
+def run(lips: np.ndarray, audio: np.ndarray):
+    crops = np.zeros((len(lips), 224, 224, 3), np.uint8)
+    return LandmarkEngine().run(EngineInput(crops, audio, np.zeros((13, 4 * len(lips))), lips))
+
+
+def test_output_shapes():
+    lips, audio = talking()
+    result = run(lips, audio)
+    assert result.engine == "landmarks"
+    assert result.window_dists.shape == (FRAMES, len(OFFSETS))
+    assert result.dists.shape == (len(OFFSETS),)
+    assert result.frame_confidence.shape == (FRAMES,)
+    assert np.isfinite(result.window_dists).all()
+    assert result.time_s >= 0
+
+
+def test_in_sync_synthetic_reads_zero():
+    lips, audio = talking()
+    assert abs(run(lips, audio).offset_frames) <= 1
+
+
+@pytest.mark.parametrize("shift", [-9, -4, 3, 8])
+def test_sign_convention_on_synthetic_shift(shift):
+    """Audio made EARLY by k frames must read +k (audio for frame i sits at audio frame i - k)."""
+    lips, audio = talking(seed=1)
+    base = run(lips, audio).offset_frames
+    shifted = run(lips, shift_audio(audio, shift)).offset_frames
+    assert np.sign(shifted - base) == np.sign(shift)
+    assert abs(shifted - base - shift) <= 1
+
+
+def test_shift_recovered_under_noise():
+    lips, audio = talking(seed=2)
+    noisy = audio + 0.1 * np.random.default_rng(3).standard_normal(len(audio)).astype(np.float32)  # ~0 dB SNR
+    assert abs(run(lips, shift_audio(noisy, 5)).offset_frames - run(lips, noisy).offset_frames - 5) <= 1
+
+
+def test_silence_gives_no_confidence_and_no_crash():
+    lips, _ = talking()
+    result = run(lips, np.zeros(FRAMES * SAMPLES_PER_FRAME, np.float32))
+    assert result.confidence == pytest.approx(0.0, abs=1e-9)
+    assert np.isfinite(result.dists).all()
+
+
+def test_motionless_lips_give_no_confidence():
+    _, audio = talking()
+    still = np.tile(np.array([0.1, 0.6, 0.3, 0.05, 1.2], np.float32), (FRAMES, 1))
+    assert run(still, audio).confidence == pytest.approx(0.0, abs=1e-9)
+
+
+def test_unrelated_noise_is_much_less_confident_than_speech():
+    lips, audio = talking(seed=4)
+    noise = (0.3 * np.random.default_rng(5).standard_normal(len(audio))).astype(np.float32)
+    assert run(lips, noise).confidence < 0.5 * run(lips, audio).confidence
+
+
+def test_short_audio_is_padded_and_gaps_in_lips_are_filled():
+    lips, audio = talking()
+    lips[10:14, 0] = np.nan
+    result = run(lips, audio[: len(audio) // 2])
+    assert np.isfinite(result.dists).all()
+
+
+@pytest.mark.parametrize(
+    ("lips", "audio", "message"),
+    [
+        (np.zeros((50, 3)), np.zeros(50 * 640), "lip shapes must be"),
+        (np.zeros((1, NUM_LIP_FEATURES)), np.zeros(640), "at least 2 frames"),
+        (np.zeros((50, NUM_LIP_FEATURES)), np.full(50 * 640, np.nan), "NaN"),
+        (np.full((50, NUM_LIP_FEATURES), np.nan), np.zeros(50 * 640), "no finite value"),
+    ],
+)
+def test_bad_input_is_refused_clearly(lips, audio, message):
+    with pytest.raises(LandmarkInputError, match=message):
+        LandmarkEngine().window_dists(lips, audio)
+
+
+def test_registry_loads_the_engine_with_the_cards_calibration():
+    engines, skipped = load_engines(["landmarks"])
+    assert [e.name for e in engines] == ["landmarks"] and skipped == []
+    card = json.loads(CARD_CONFIG.read_text())["calibration"]["landmarks"]
+    assert engines[0].calibration == Calibration(card["scale"], card["bias"])
+
+
+def test_calibration_shifts_the_reported_offset():
+    lips, audio = talking()
+    crops = np.zeros((len(lips), 224, 224, 3), np.uint8)
+    result = LandmarkEngine(Calibration(1.0, -0.5)).run(EngineInput(crops, audio, np.zeros((13, 0)), lips))
+    assert result.calibrated_offset_frames == pytest.approx(result.subframe_offset - 0.5)
+
+
+@pytest.fixture(scope="module")
+def real_clip():
+    from syncnet.faces import lip_shapes, track_face
+    from syncnet.media import load_media
+
+    media = load_media(str(CLIPS / "pcavs_audiosrc_00086.mp4"))
+    track = track_face(media.frames, media.audio)
+    audio = np.zeros(track.num_frames * SAMPLES_PER_FRAME, np.float32)
+    piece = media.audio[track.start * SAMPLES_PER_FRAME : track.stop * SAMPLES_PER_FRAME]
+    audio[: len(piece)] = piece
+    return lip_shapes(track), audio
+
+
+@pytest.mark.parametrize("shift", [-7, 5])
+def test_known_shift_recovered_on_real_clip(real_clip, shift):
+    lips, audio = real_clip
+    base = run(lips, audio)
+    shifted = run(lips, shift_audio(audio, shift))
+    assert abs(base.offset_frames) <= 3  # a VoxCeleb2 clip: near sync
+    assert abs(shifted.offset_frames - base.offset_frames - shift) <= 1
+    assert base.confidence > 0.1
