@@ -17,6 +17,7 @@ from syncnet import pipeline, plots
 from syncnet.engines import ENGINE_NAMES
 from syncnet.hls import stream_windows
 from syncnet.media import FPS
+from syncnet.netguard import check_url
 from syncnet.remux import write_corrected
 from syncnet.report import (
     RESULT_COLUMNS,
@@ -129,6 +130,7 @@ def monitor(url: str, engines: list[str], window_s: float, max_seconds: float):
         stop=stop,
     )
     try:
+        check_url(url.strip())  # refused at once, before the engines (netguard checks every later URL too)
         pipeline.get_engines(engines)  # loaded before the first window; unknown names refused
         for window in windows:
             try:
