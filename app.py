@@ -116,12 +116,12 @@ def _verdict(report: Report) -> str:
     return "\n\n".join([head, *lines])
 
 
-def monitor(url: str, engines: list[str], window_s: float, max_seconds: float):
+def monitor(url: str, engines: list[str], window_s: float, max_seconds: float, request: gr.Request):
     """Follow an HLS stream: after each window, the table of all windows so far and the latest window's JSON."""
     if not url or not url.strip():
         raise gr.Error("Enter the http(s) URL of an HLS playlist (.m3u8).")
     rows: list[list] = []
-    stop = threading.Event()  # set when the user stops (the generator is closed) or anything fails
+    stop = _start_monitor(request.session_hash)
     windows = stream_windows(
         url.strip(),
         window_s=float(window_s or STREAM_WINDOW_S),
@@ -146,6 +146,36 @@ def monitor(url: str, engines: list[str], window_s: float, max_seconds: float):
     except ValueError as error:  # refused URL, unreadable playlist, limits
         raise gr.Error(str(error)) from None
     finally:
+        _end_monitor(request.session_hash, stop)
+
+
+_monitors: dict[str, threading.Event] = {}  # session -> the stop switch of its running stream monitor
+_monitors_lock = threading.Lock()
+
+
+def _start_monitor(session: str) -> threading.Event:
+    """A stop switch for a new monitor; a session's earlier monitor is stopped (one per session)."""
+    stop = threading.Event()
+    with _monitors_lock:
+        previous = _monitors.get(session)
+        _monitors[session] = stop
+    if previous is not None:
+        previous.set()
+    return stop
+
+
+def _end_monitor(session: str, stop: threading.Event) -> None:
+    stop.set()
+    with _monitors_lock:
+        if _monitors.get(session) is stop:
+            del _monitors[session]
+
+
+def stop_monitor(request: gr.Request) -> None:
+    """Stop this session's stream monitor: the stream stops being read at once, not at the next window."""
+    with _monitors_lock:
+        stop = _monitors.pop(request.session_hash, None)
+    if stop is not None:
         stop.set()
 
 
@@ -199,7 +229,7 @@ def build_demo() -> gr.Blocks:
                 max_seconds = gr.Number(120, label="Stop after (s of stream)", minimum=1, maximum=STREAM_MAX_SECONDS)
                 start_button = gr.Button("Start", variant="primary")
                 stop_button = gr.Button("Stop")
-            windows = gr.Dataframe(headers=STREAM_COLUMNS, label="Windows", interactive=False)
+            windows = gr.Dataframe(headers=STREAM_COLUMNS, label="Windows", interactive=False, elem_id="stream-windows")
             latest = gr.JSON(label="Latest window")
 
         analyze_button.click(
@@ -217,7 +247,7 @@ def build_demo() -> gr.Blocks:
             concurrency_limit=1,
             concurrency_id="stream",
         )
-        stop_button.click(None, cancels=[stream_event])
+        stop_button.click(stop_monitor, None, None, cancels=[stream_event], api_name="stop_stream", queue=False)
         demo.load(engine_panel, None, [status, engines], api_name="engines", concurrency_limit=None)
     return demo
 
