@@ -1,6 +1,7 @@
 """The app as its API users see it: launched on 127.0.0.1, called with gradio_client on a real clip."""
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import httpx
@@ -122,3 +123,24 @@ def test_only_the_apps_own_files_are_served(client, path):
     response = httpx.get(f"{client.src.rstrip('/')}/gradio_api/file={path}", timeout=10)
     assert response.status_code in (403, 404)
     assert b"import" not in response.content and b"root:" not in response.content
+
+
+def test_stop_stream_ends_a_live_monitor(client, tmp_path, monkeypatch):
+    monkeypatch.setenv("SYNCNET_ALLOW_PRIVATE_HOSTS", "1")
+    stream = make_hls(CLIP, tmp_path / "hls")
+    with TestServer() as server:
+        server.add_segments("/vod", stream)
+        server.add_live("/live/index.m3u8", stream, "/vod", loop=True)  # never ends by itself
+        job = client.submit(server.url("/live/index.m3u8"), ["landmarks"], 2, 600, api_name="/stream")
+        deadline = time.monotonic() + 120
+        while not job.outputs() and time.monotonic() < deadline:  # wait for the first window
+            time.sleep(0.2)
+        assert job.outputs(), "no window arrived"
+        client.predict(api_name="/stop_stream")
+        stopped = time.monotonic()
+        while not job.done() and time.monotonic() - stopped < 15:
+            time.sleep(0.2)
+        assert job.done()  # ended within seconds, not after 600 s of stream
+        asked = len(server.requests)
+        time.sleep(4.0)
+        assert len(server.requests) == asked  # nothing more is read
