@@ -1,6 +1,7 @@
 """A real browser: headless Debian Chromium (driven by Playwright) uses the app as a person would."""
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
@@ -60,6 +61,18 @@ def test_upload_analyze_and_see_the_offset_and_plot(page, tmp_path):
     shot = tmp_path / "app.png"
     page.screenshot(path=str(shot), full_page=True)
     assert shot.stat().st_size > 10_000
+
+
+def test_example_with_early_audio(page):
+    """The example whose audio was advanced by 120 ms (examples/README.md): said in words, with the fix."""
+    from playwright.sync_api import expect
+
+    page.locator("button.gallery-item:has(video[src*='audio_early_120ms'])").click()
+    expect(page.locator("video").first).to_have_attribute("src", re.compile("audio_early_120ms"), timeout=30_000)
+    page.get_by_role("button", name="Analyze").click()
+    verdict = page.locator("#verdict h3")
+    expect(verdict).to_have_text("Audio is 120 ms early: delay it by 120 ms (landmarks)", timeout=RESULT_TIMEOUT_MS)
+    expect(page.locator("#verdict")).to_contain_text("Corrected video below: audio delayed by 120 ms.")
 
 
 def test_live_stream_monitor_until_stopped(page, tmp_path):
