@@ -92,25 +92,40 @@ def n_windows(n_frames: int, n_samples: int) -> int:
 
 
 @torch.inference_mode()
+def windowed_lip_embeddings(
+    model: SyncNet, frames_bgr: np.ndarray, n: int, batch_size: int = BATCH_SIZE
+) -> torch.Tensor:
+    """(n, 1024) lip embeddings of windows i = 0..n-1 (frames i..i+4 of uint8 (T, 224, 224, 3) BGR frames)."""
+    video = torch.from_numpy(np.ascontiguousarray(frames_bgr)).permute(3, 0, 1, 2).float()[None]  # 1,3,T,H,W
+    out = []
+    for start in range(0, n, batch_size):
+        windows = [video[:, :, i : i + VIDEO_WINDOW] for i in range(start, min(n, start + batch_size))]
+        out.append(model.forward_lip(torch.cat(windows)))
+    return torch.cat(out) if out else torch.zeros(0, EMBED_DIM)
+
+
+@torch.inference_mode()
+def windowed_audio_embeddings(model: SyncNet, mfcc: np.ndarray, n: int, batch_size: int = BATCH_SIZE) -> torch.Tensor:
+    """(n, 1024) audio embeddings of windows i = 0..n-1 (MFCC steps 4i..4i+19 of a (13, steps) MFCC)."""
+    cc = torch.from_numpy(np.asarray(mfcc, dtype=np.float32))[None, None]  # 1,1,13,steps
+    out = []
+    for start in range(0, n, batch_size):
+        steps = [i * MFCC_PER_FRAME for i in range(start, min(n, start + batch_size))]
+        out.append(model.forward_aud(torch.cat([cc[..., s : s + MFCC_WINDOW] for s in steps])))
+    return torch.cat(out) if out else torch.zeros(0, EMBED_DIM)
+
+
 def windowed_embeddings(
     model: SyncNet, frames_bgr: np.ndarray, mfcc: np.ndarray, n_samples: int, batch_size: int = BATCH_SIZE
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Lip and audio embeddings (W, 1024) of windows i = 0..W-1: frames i..i+4 and MFCC steps 4i..4i+19.
+    """Lip and audio embeddings (W, 1024) of the original evaluation's W windows, cut and batched as it does.
 
     ``frames_bgr`` is uint8 (T, 224, 224, 3) in BGR order, ``mfcc`` (13, steps) the MFCC of ``n_samples``
-    16 kHz samples. Windows are cut and batched exactly as ``SyncNetInstance.evaluate`` does.
+    16 kHz samples; window i is frames i..i+4 and MFCC steps 4i..4i+19 (``SyncNetInstance.evaluate``).
     """
-    video = torch.from_numpy(np.ascontiguousarray(frames_bgr)).permute(3, 0, 1, 2).float()[None]  # 1,3,T,H,W
-    cc = torch.from_numpy(np.asarray(mfcc, dtype=np.float32))[None, None]  # 1,1,13,steps
-    last = n_windows(frames_bgr.shape[0], n_samples)
-    lip, aud = [], []
-    for start in range(0, last, batch_size):
-        idx = range(start, min(last, start + batch_size))
-        lip.append(model.forward_lip(torch.cat([video[:, :, i : i + VIDEO_WINDOW] for i in idx])))
-        steps = [cc[..., i * MFCC_PER_FRAME : i * MFCC_PER_FRAME + MFCC_WINDOW] for i in idx]
-        aud.append(model.forward_aud(torch.cat(steps)))
-    empty = torch.zeros(0, EMBED_DIM)
-    return (torch.cat(lip) if lip else empty), (torch.cat(aud) if aud else empty)
+    n = n_windows(frames_bgr.shape[0], n_samples)
+    return (windowed_lip_embeddings(model, frames_bgr, n, batch_size),
+            windowed_audio_embeddings(model, mfcc, n, batch_size))
 
 
 @torch.inference_mode()
@@ -134,7 +149,9 @@ def check_inputs(inputs: EngineInput) -> tuple[np.ndarray, int]:
     """BGR frames (SyncNet was trained on cv2's channel order) and the number of windows to score."""
     crops = np.asarray(inputs.crops)
     if crops.dtype != np.uint8 or crops.ndim != 4 or crops.shape[1:] != (CROP_SIZE, CROP_SIZE, 3):
-        raise SyncNetInputError(f"face crops must be uint8 (T, {CROP_SIZE}, {CROP_SIZE}, 3), got {crops.dtype} {crops.shape}")
+        raise SyncNetInputError(
+            f"face crops must be uint8 (T, {CROP_SIZE}, {CROP_SIZE}, 3), got {crops.dtype} {crops.shape}"
+        )
     n = n_windows(len(crops), len(inputs.audio))
     if n == 0:
         raise SyncNetInputError(
@@ -152,9 +169,10 @@ class SyncNetEngine:
 
     name = "syncnet"
 
-    def __init__(self, model: SyncNet, calibration: Calibration = Calibration()):
+    def __init__(self, model: SyncNet, calibration: Calibration = Calibration(), source: str = ""):
         self.model = model.eval()
         self.calibration = calibration
+        self.source = source  # which weights, from where (shown by the app)
 
     def run(self, inputs: EngineInput) -> SyncResult:
         start = time.perf_counter()
@@ -166,13 +184,11 @@ class SyncNetEngine:
 def load_engine() -> SyncNetEngine:
     """The ``syncnet`` engine with the weights from :mod:`syncnet.weights`; EngineUnavailable if they cannot be had."""
     from syncnet.engines import EngineUnavailable
-    from syncnet.weights import WeightsError, calibration, load_spec, load_weights
+    from syncnet.weights import WeightsError, calibration, load_spec, shared_weights
 
     spec = load_spec()
     try:
-        loaded = load_weights(spec)
+        loaded = shared_weights(spec)
     except WeightsError as error:
         raise EngineUnavailable(f"SyncNet weights: {error}") from error
-    engine = SyncNetEngine(build_model(loaded.state_dict), calibration(SyncNetEngine.name, spec))
-    engine.source = loaded.describe()  # shown by the app: which weights, from where
-    return engine
+    return SyncNetEngine(build_model(loaded.state_dict), calibration(SyncNetEngine.name, spec), loaded.describe())
