@@ -70,7 +70,8 @@ CASES = [
     Case("fps_60.mp4", ["-i", "{base}", "-vf", "fps=60", *ENC, "-c:a", "copy"], "same"),
     Case("fps_variable.mp4", ["-i", "{base}", "-vf", r"select='lt(mod(n\,5)\,3)'", "-fps_mode", "vfr", *ENC,
                               "-c:a", "copy"], "same"),
-    Case("rotated_phone.mp4", ["-display_rotation", "90", "-i", "{base_rotated}", "-c", "copy"], "same"),
+    # stored turned a quarter to the left, with a display matrix turning it back (ffmpeg's angle: anticlockwise)
+    Case("rotated_phone.mp4", ["-display_rotation", "-90", "-i", "{base_rotated}", "-c", "copy"], "same"),
     Case("silent.mp4", ["-i", "{base}", "-f", "lavfi", "-i", "anullsrc=r=16000:cl=mono", "-map", "0:v", "-map", "1:a",
                         "-c:v", "copy", "-c:a", "aac", "-shortest"], r"silent|no sound|audio", also_result=True),
     Case("audio_8khz.mp4", ["-i", "{base}", "-ar", "8000", "-c:v", "copy", "-c:a", "aac"], "same"),
@@ -90,7 +91,7 @@ def make_corpus(folder: Path) -> dict[str, Path]:
     folder.mkdir(parents=True, exist_ok=True)
     base = folder / "base.mp4"
     ffmpeg("-i", str(SOURCE), "-t", "3", *ENC, "-c:a", "aac", str(base))
-    base_rotated = folder / "base_rotated_src.mp4"  # the picture turned a quarter, as a phone stores it
+    base_rotated = folder / "base_rotated_src.mp4"  # the picture turned a quarter to the left, as a phone stores it
     ffmpeg("-i", str(base), "-vf", "transpose=2,crop=224:176", *ENC, "-c:a", "copy", str(base_rotated))
     faststart = folder / "faststart_src.mp4"
     ffmpeg("-i", str(base), "-c", "copy", "-movflags", "+faststart", str(faststart))
