@@ -14,7 +14,7 @@ from syncnet import engines as registry
 from syncnet.audio import mfcc
 from syncnet.engines import ENGINE_NAMES, Engine, EngineInput, Skipped
 from syncnet.faces import crop_faces, lip_shapes, mouth_crops, track_face
-from syncnet.media import SAMPLES_PER_FRAME, Media, load_media
+from syncnet.media import SAMPLES_PER_FRAME, Media, MediaError, load_media
 from syncnet.plots import sample_frames
 from syncnet.report import Report
 
@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 Progress = Callable[[float, str], None]  # (fraction done in [0, 1], what is happening)
 
 FACES_DONE = 0.45  # progress fraction reached when the face stage ends; engines share the rest
+SILENT_PEAK = 1e-4  # a soundtrack whose samples all stay below this (-80 dBFS) is silent: no offset to measure
 
 _lock = threading.Lock()
 _loaded: dict[str, Engine | Skipped] = {}
@@ -100,6 +101,8 @@ def analyze_media(
     decode_s: float = 0.0,
 ) -> Report:
     """Run the face stage once and every chosen engine on the speaking face's segment."""
+    if not (abs(media.audio) >= SILENT_PEAK).any():
+        raise MediaError("the soundtrack is silent: there is no sound to sync the lips with")
     engines, skipped = get_engines(engine_names)
     timing = {"decode": decode_s}
 

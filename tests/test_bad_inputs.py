@@ -73,7 +73,7 @@ CASES = [
     # stored turned a quarter to the left, with a display matrix turning it back (ffmpeg's angle: anticlockwise)
     Case("rotated_phone.mp4", ["-display_rotation", "-90", "-i", "{base_rotated}", "-c", "copy"], "same"),
     Case("silent.mp4", ["-i", "{base}", "-f", "lavfi", "-i", "anullsrc=r=16000:cl=mono", "-map", "0:v", "-map", "1:a",
-                        "-c:v", "copy", "-c:a", "aac", "-shortest"], r"silent|no sound|audio", also_result=True),
+                        "-c:v", "copy", "-c:a", "aac", "-shortest"], r"the soundtrack is silent"),
     Case("audio_8khz.mp4", ["-i", "{base}", "-ar", "8000", "-c:v", "copy", "-c:a", "aac"], "same"),
     Case("audio_48khz.mp4", ["-i", "{base}", "-ar", "48000", "-c:v", "copy", "-c:a", "aac"], "same"),
     Case("audio_5.1.mp4", ["-i", "{base}", "-af", "pan=5.1|FL=c0|FR=c0|FC=c0|LFE=c0|BL=c0|BR=c0", "-c:v", "copy",
