@@ -9,7 +9,6 @@ import atexit
 import shutil
 import tempfile
 import threading
-import time
 from pathlib import Path
 
 import gradio as gr
@@ -18,6 +17,7 @@ from syncnet import pipeline, plots
 from syncnet.engines import ENGINE_NAMES
 from syncnet.hls import stream_windows
 from syncnet.media import FPS
+from syncnet.netguard import check_url
 from syncnet.remux import write_corrected
 from syncnet.report import (
     RESULT_COLUMNS,
@@ -36,22 +36,13 @@ CONCURRENCY_LIMIT = 2  # analyses running at once; the rest wait in the queue
 QUEUE_SIZE = 16  # requests waiting at most; more are turned away
 STREAM_WINDOW_S = 5.0
 STREAM_MAX_SECONDS = 600.0  # a monitor holds a worker: it stops after this much stream at most
-OUTPUT_TTL_S = 900  # our output files are removed this long after they were written
+CACHE_TTL_S = 900  # Gradio's copies of uploads and results are removed this long after they were made
 EXAMPLES_DIR = Path(__file__).parent / "examples"
 EXAMPLE_SUFFIXES = (".mp4", ".webm", ".mov")
 STREAM_COLUMNS = ["t_start (s)", "t_end (s)", "engine", "offset (frames)", "verdict", "confidence"]
 
-OUTPUT_ROOT = Path(tempfile.mkdtemp(prefix="syncnet-app-"))  # the app's own outputs; Gradio copies what it shows
+OUTPUT_ROOT = Path(tempfile.mkdtemp(prefix="syncnet-app-"))  # corrected videos, until Gradio has copied them
 atexit.register(shutil.rmtree, OUTPUT_ROOT, ignore_errors=True)
-
-
-def _output_dir() -> Path:
-    """A fresh folder for one request's files; folders older than OUTPUT_TTL_S are removed first."""
-    now = time.time()
-    for old in OUTPUT_ROOT.iterdir():
-        if now - old.stat().st_mtime > OUTPUT_TTL_S:
-            shutil.rmtree(old, ignore_errors=True)
-    return Path(tempfile.mkdtemp(dir=OUTPUT_ROOT))
 
 
 def _require_video(video: str | None) -> str:
@@ -82,31 +73,35 @@ def detect(video: str | None, engines: list[str], progress=gr.Progress()) -> dic
 
 
 def analyze(video: str | None, engines: list[str], progress=gr.Progress()):
-    """Everything: the verdict, a table per engine, timings, plots, crops, the corrected video and detailed JSON."""
+    """Everything: the verdict, a table per engine, timings, plots, crops, the corrected video and detailed JSON.
+
+    A generator that yields once: Gradio copies the corrected video to its cache before resuming it, and then our
+    own copy is removed.
+    """
     report = _run(video, engines, progress)
-    folder = _output_dir()
-    distances = plots.save_figure(plots.plot_distances(report.results), folder / "distances.png")
-    confidence = plots.save_figure(plots.plot_confidence(report.results, report.segment[0]), folder / "confidence.png")
-    strip = plots.crop_strip(report.crops, report.mouths)
-    verdict, corrected = _verdict(report), None
-    offset = report.fix_offset_frames()
-    if offset is not None:
-        corrected = folder / f"{Path(video).stem}_synced.mp4"
-        try:
-            write_corrected(video, corrected, offset)
-            verdict += f"\n\nCorrected video below: {describe_fix(offset)}."
-        except (ValueError, OSError) as error:
-            verdict, corrected = verdict + f"\n\nThe corrected video could not be written: {error}", None
-    return (
-        verdict,
-        result_rows(report),
-        timing_rows(report),
-        str(distances),
-        str(confidence),
-        strip,
-        None if corrected is None else str(corrected),
-        report.to_dict(detail=True),
-    )
+    folder = Path(tempfile.mkdtemp(dir=OUTPUT_ROOT))
+    try:
+        verdict, corrected = _verdict(report), None
+        offset = report.fix_offset_frames()
+        if offset is not None:
+            corrected = folder / f"{Path(video).stem}_synced.mp4"
+            try:
+                write_corrected(video, corrected, offset)
+                verdict += f"\n\nCorrected video below: {describe_fix(offset)}."
+            except (ValueError, OSError) as error:
+                verdict, corrected = verdict + f"\n\nThe corrected video could not be written: {error}", None
+        yield (
+            verdict,
+            result_rows(report),
+            timing_rows(report),
+            plots.render(plots.plot_distances(report.results)),
+            plots.render(plots.plot_confidence(report.results, report.segment[0])),
+            plots.crop_strip(report.crops, report.mouths),
+            None if corrected is None else str(corrected),
+            report.to_dict(detail=True),
+        )
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _verdict(report: Report) -> str:
@@ -121,12 +116,12 @@ def _verdict(report: Report) -> str:
     return "\n\n".join([head, *lines])
 
 
-def monitor(url: str, engines: list[str], window_s: float, max_seconds: float):
+def monitor(url: str, engines: list[str], window_s: float, max_seconds: float, request: gr.Request):
     """Follow an HLS stream: after each window, the table of all windows so far and the latest window's JSON."""
     if not url or not url.strip():
         raise gr.Error("Enter the http(s) URL of an HLS playlist (.m3u8).")
     rows: list[list] = []
-    stop = threading.Event()  # set when the user stops (the generator is closed) or anything fails
+    stop = _start_monitor(request.session_hash)
     windows = stream_windows(
         url.strip(),
         window_s=float(window_s or STREAM_WINDOW_S),
@@ -135,6 +130,7 @@ def monitor(url: str, engines: list[str], window_s: float, max_seconds: float):
         stop=stop,
     )
     try:
+        check_url(url.strip())  # refused at once, before the engines (netguard checks every later URL too)
         pipeline.get_engines(engines)  # loaded before the first window; unknown names refused
         for window in windows:
             try:
@@ -150,6 +146,36 @@ def monitor(url: str, engines: list[str], window_s: float, max_seconds: float):
     except ValueError as error:  # refused URL, unreadable playlist, limits
         raise gr.Error(str(error)) from None
     finally:
+        _end_monitor(request.session_hash, stop)
+
+
+_monitors: dict[str, threading.Event] = {}  # session -> the stop switch of its running stream monitor
+_monitors_lock = threading.Lock()
+
+
+def _start_monitor(session: str) -> threading.Event:
+    """A stop switch for a new monitor; a session's earlier monitor is stopped (one per session)."""
+    stop = threading.Event()
+    with _monitors_lock:
+        previous = _monitors.get(session)
+        _monitors[session] = stop
+    if previous is not None:
+        previous.set()
+    return stop
+
+
+def _end_monitor(session: str, stop: threading.Event) -> None:
+    stop.set()
+    with _monitors_lock:
+        if _monitors.get(session) is stop:
+            del _monitors[session]
+
+
+def stop_monitor(request: gr.Request) -> None:
+    """Stop this session's stream monitor: the stream stops being read at once, not at the next window."""
+    with _monitors_lock:
+        stop = _monitors.pop(request.session_hash, None)
+    if stop is not None:
         stop.set()
 
 
@@ -165,7 +191,7 @@ def engine_panel():
 
 def build_demo() -> gr.Blocks:
     examples = sorted(str(p) for p in EXAMPLES_DIR.iterdir() if p.suffix in EXAMPLE_SUFFIXES)
-    with gr.Blocks(title="FCN-SyncNet", delete_cache=(OUTPUT_TTL_S, OUTPUT_TTL_S)) as demo:
+    with gr.Blocks(title="FCN-SyncNet", delete_cache=(CACHE_TTL_S, CACHE_TTL_S)) as demo:
         gr.Markdown(
             "# FCN-SyncNet\nIs the sound in sync with the lips? By how much? Fix it. "
             "Offsets are in frames at 25 fps (40 ms): **+k = the audio is early** (delay it by k frames), "
@@ -190,9 +216,9 @@ def build_demo() -> gr.Blocks:
                     table = gr.Dataframe(headers=RESULT_COLUMNS, label="Results per engine", interactive=False, wrap=True)
                     timing = gr.Dataframe(headers=["stage", "seconds"], label="Time per stage", interactive=False)
             with gr.Row():
-                distance_plot = gr.Image(label="Distance against offset", type="filepath", elem_id="distance-plot")
-                confidence_plot = gr.Image(label="Confidence over time", type="filepath")
-            strip = gr.Image(label="Face and mouth crops the engines saw", type="numpy")
+                distance_plot = gr.Image(label="Distance against offset", format="png", elem_id="distance-plot")
+                confidence_plot = gr.Image(label="Confidence over time", format="png")
+            strip = gr.Image(label="Face and mouth crops the engines saw", format="jpeg")
             corrected = gr.Video(label="Corrected video", interactive=False, height=360)
             with gr.Accordion("JSON", open=False):
                 details = gr.JSON(label="Report")
@@ -203,7 +229,7 @@ def build_demo() -> gr.Blocks:
                 max_seconds = gr.Number(120, label="Stop after (s of stream)", minimum=1, maximum=STREAM_MAX_SECONDS)
                 start_button = gr.Button("Start", variant="primary")
                 stop_button = gr.Button("Stop")
-            windows = gr.Dataframe(headers=STREAM_COLUMNS, label="Windows", interactive=False)
+            windows = gr.Dataframe(headers=STREAM_COLUMNS, label="Windows", interactive=False, elem_id="stream-windows")
             latest = gr.JSON(label="Latest window")
 
         analyze_button.click(
@@ -221,7 +247,7 @@ def build_demo() -> gr.Blocks:
             concurrency_limit=1,
             concurrency_id="stream",
         )
-        stop_button.click(None, cancels=[stream_event])
+        stop_button.click(stop_monitor, None, None, cancels=[stream_event], api_name="stop_stream", queue=False)
         demo.load(engine_panel, None, [status, engines], api_name="engines", concurrency_limit=None)
     return demo
 

@@ -113,6 +113,9 @@ def _write_fix(video: str, out: str, report: Report) -> None:
 def stream(args: argparse.Namespace) -> int:
     if args.window <= 0 or (args.max_seconds is not None and args.max_seconds <= 0):
         raise BadInput("--window and --max-seconds must be positive")
+    from syncnet.netguard import check_url
+
+    check_url(args.url, allow_private=args.allow_private_hosts)  # a refused URL fails before anything heavy loads
     from syncnet.hls import stream_windows
     from syncnet.pipeline import analyze_media, get_engines
     from syncnet.report import summary_lines, window_to_dict

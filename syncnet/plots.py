@@ -1,10 +1,10 @@
 """Pictures of a report: distance against offset, confidence over time, and the crops the engines saw."""
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure  # no pyplot: figures are plain objects (thread-safe, no display needed)
 
 from syncnet.media import FPS
@@ -51,11 +51,12 @@ def plot_confidence(results: Sequence[SyncResult], start_frame: int = 0) -> Figu
     return fig
 
 
-def save_figure(fig: Figure, path: str | Path) -> Path:
-    """Write a figure as PNG."""
-    path = Path(path)
-    fig.savefig(path, dpi=100)
-    return path
+def render(fig: Figure, dpi: int = 100) -> np.ndarray:
+    """The figure as a uint8 (H, W, 3) RGB image."""
+    fig.set_dpi(dpi)
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    return np.ascontiguousarray(np.asarray(canvas.buffer_rgba())[..., :3])
 
 
 def sample_frames(frames: np.ndarray, count: int = STRIP_FRAMES) -> np.ndarray:

@@ -1,6 +1,7 @@
 """The app as its API users see it: launched on 127.0.0.1, called with gradio_client on a real clip."""
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import httpx
@@ -9,6 +10,7 @@ import pytest
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 
+import app
 from syncnet import pipeline
 from syncnet.media import load_media
 from tests.app_server import running_app
@@ -78,6 +80,7 @@ def test_analyze_returns_words_plots_crops_and_the_corrected_video(client):
     fixed = load_media(video)
     assert abs(fixed.duration_s - details["duration_s"]) < 1.0
     assert details["segment"]["stop_frame"] > details["segment"]["start_frame"]
+    assert list(app.OUTPUT_ROOT.iterdir()) == []  # our copy of the corrected video is gone, Gradio serves its own
     for result in details["results"]:
         assert len(result["frame_confidence"]) > 0 and np.isfinite(result["frame_confidence"]).all()
 
@@ -101,15 +104,18 @@ def test_stream_endpoint_gives_a_result_per_window(client, tmp_path, monkeypatch
     monkeypatch.setenv("SYNCNET_ALLOW_PRIVATE_HOSTS", "1")  # the app runs in this process
     stream = make_hls(CLIPS / "syncnet_example.avi", tmp_path / "hls", seconds=8)
     with TestServer() as server:
-        server.add_live("/live/index.m3u8", stream, "/vod", interval=1.0)
+        server.add_live("/live/index.m3u8", stream, "/vod")  # a new 2 s segment every 2 s
         server.add_segments("/vod", stream)
         job = client.submit(server.url("/live/index.m3u8"), ["landmarks"], 4, 30, api_name="/stream")
         updates = list(job)  # one update per window, as they come
+    # joined at the start (or a segment later on a slow machine): 8 s or 6 s of stream in 4 s windows
     assert len(updates) == 2
-    table, latest = updates[-1]
-    assert [row[:3] for row in table["data"]] == [[0.0, 4.0, "landmarks"], [4.0, 8.0, "landmarks"]]
-    assert latest["t_start"] == 4.0 and latest["results"][0]["engine"] == "landmarks"
-    assert len(latest["results"][0]["dists"]) == 31
+    for count, (table, latest) in enumerate(updates, 1):
+        assert len(table["data"]) == count  # the table grows by one row per window
+        assert table["data"][-1][:3] == [latest["t_start"], latest["t_end"], "landmarks"]
+        assert latest["results"][0]["engine"] == "landmarks" and len(latest["results"][0]["dists"]) == 31
+    spans = [(row[0], row[1]) for row in updates[-1][0]["data"]]
+    assert spans[0] == (0.0, 4.0) and spans[1][0] == 4.0 and spans[1][1] in (6.0, 8.0)
 
 
 @pytest.mark.parametrize("path", [Path(__file__).resolve().parents[1] / "app.py", Path("/etc/passwd"), CLIP.resolve()])
@@ -117,3 +123,24 @@ def test_only_the_apps_own_files_are_served(client, path):
     response = httpx.get(f"{client.src.rstrip('/')}/gradio_api/file={path}", timeout=10)
     assert response.status_code in (403, 404)
     assert b"import" not in response.content and b"root:" not in response.content
+
+
+def test_stop_stream_ends_a_live_monitor(client, tmp_path, monkeypatch):
+    monkeypatch.setenv("SYNCNET_ALLOW_PRIVATE_HOSTS", "1")
+    stream = make_hls(CLIP, tmp_path / "hls")
+    with TestServer() as server:
+        server.add_segments("/vod", stream)
+        server.add_live("/live/index.m3u8", stream, "/vod", loop=True)  # never ends by itself
+        job = client.submit(server.url("/live/index.m3u8"), ["landmarks"], 2, 600, api_name="/stream")
+        deadline = time.monotonic() + 120
+        while not job.outputs() and time.monotonic() < deadline:  # wait for the first window
+            time.sleep(0.2)
+        assert job.outputs(), "no window arrived"
+        client.predict(api_name="/stop_stream")
+        stopped = time.monotonic()
+        while not job.done() and time.monotonic() - stopped < 15:
+            time.sleep(0.2)
+        assert job.done()  # ended within seconds, not after 600 s of stream
+        asked = len(server.requests)
+        time.sleep(4.0)
+        assert len(server.requests) == asked  # nothing more is read

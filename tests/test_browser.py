@@ -1,48 +1,98 @@
-"""A real browser: headless Debian Chromium (driven by Playwright) uploads a clip and reads the result."""
+"""A real browser: headless Debian Chromium (driven by Playwright) uses the app as a person would."""
 from __future__ import annotations
 
+import re
+import time
 from pathlib import Path
 
 import pytest
 
 from tests.app_server import running_app
+from tests.hls_server import TestServer, make_hls
 from tests.paths import CLIPS
-
-pytestmark = pytest.mark.slow
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-gpu"]
 CLIP = CLIPS / "pcavs_posesrc_00067.mp4"
 RESULT_TIMEOUT_MS = 180_000
 
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium (apt-get install chromium)"),
+]
 
-@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium (apt-get install chromium)")
-def test_upload_analyze_and_see_the_offset_and_plot(tmp_path, monkeypatch):
-    from playwright.sync_api import expect, sync_playwright
 
-    monkeypatch.setenv("SYNCNET_WEIGHTS", str(tmp_path / "missing.model"))  # as offline: only landmarks runs
-    with running_app() as url, sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1800})
-            page.goto(url)
-            status = page.locator("#engine-status")
-            expect(status).to_contain_text("landmarks: loaded", timeout=60_000)
-            expect(status).to_contain_text("syncnet: off: SyncNet weights: SYNCNET_WEIGHTS=")  # and says why
-            page.locator("input[type=file]").first.set_input_files(str(CLIP))
-            expect(page.locator("video").first).to_be_visible(timeout=30_000)  # the upload has landed
-            page.get_by_role("button", name="Analyze").click()
+@pytest.fixture(scope="module")
+def page(tmp_path_factory):
+    """A browser page on the app, started as offline (no SyncNet weights: only landmarks runs)."""
+    from playwright.sync_api import sync_playwright
 
-            verdict = page.locator("#verdict h3")
-            expect(verdict).to_be_visible(timeout=RESULT_TIMEOUT_MS)
-            assert any(words in verdict.inner_text().lower() for words in ("in sync", "ms early", "ms late"))
-            expect(page.locator("#verdict")).to_contain_text("landmarks: ")
-            plot = page.locator("#distance-plot img")
-            expect(plot).to_be_visible(timeout=30_000)
-            assert plot.evaluate("img => img.complete && img.naturalWidth") > 100  # the PNG loaded and decoded
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("SYNCNET_WEIGHTS", str(tmp_path_factory.mktemp("weights") / "missing.model"))
+        env.setenv("SYNCNET_ALLOW_PRIVATE_HOSTS", "1")  # the HLS test serves on 127.0.0.1
+        with running_app() as url, sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+            try:
+                page = browser.new_page(viewport={"width": 1400, "height": 1800})
+                page.goto(url)
+                yield page
+            finally:
+                browser.close()
 
-            shot = tmp_path / "app.png"
-            page.screenshot(path=str(shot), full_page=True)
-            assert shot.stat().st_size > 10_000
-        finally:
-            browser.close()
+
+def test_upload_analyze_and_see_the_offset_and_plot(page, tmp_path):
+    from playwright.sync_api import expect
+
+    status = page.locator("#engine-status")
+    expect(status).to_contain_text("landmarks: loaded", timeout=60_000)
+    expect(status).to_contain_text("syncnet: off: SyncNet weights: SYNCNET_WEIGHTS=")  # and says why
+    page.locator("input[type=file]").first.set_input_files(str(CLIP))
+    expect(page.locator("video").first).to_be_visible(timeout=30_000)  # the upload has landed
+    page.get_by_role("button", name="Analyze").click()
+
+    verdict = page.locator("#verdict h3")
+    expect(verdict).to_be_visible(timeout=RESULT_TIMEOUT_MS)
+    assert any(words in verdict.inner_text().lower() for words in ("in sync", "ms early", "ms late"))
+    expect(page.locator("#verdict")).to_contain_text("landmarks: ")
+    plot = page.locator("#distance-plot img")
+    expect(plot).to_be_visible(timeout=30_000)
+    assert plot.evaluate("img => img.complete && img.naturalWidth") > 100  # the PNG loaded and decoded
+
+    shot = tmp_path / "app.png"
+    page.screenshot(path=str(shot), full_page=True)
+    assert shot.stat().st_size > 10_000
+
+
+def test_example_with_early_audio(page):
+    """The example whose audio was advanced by 120 ms (examples/README.md): said in words, with the fix."""
+    from playwright.sync_api import expect
+
+    page.locator("button.gallery-item:has(video[src*='audio_early_120ms'])").click()
+    expect(page.locator("video").first).to_have_attribute("src", re.compile("audio_early_120ms"), timeout=30_000)
+    page.get_by_role("button", name="Analyze").click()
+    verdict = page.locator("#verdict h3")
+    expect(verdict).to_have_text("Audio is 120 ms early: delay it by 120 ms (landmarks)", timeout=RESULT_TIMEOUT_MS)
+    expect(page.locator("#verdict")).to_contain_text("Corrected video below: audio delayed by 120 ms.")
+
+
+def test_live_stream_monitor_until_stopped(page, tmp_path):
+    from playwright.sync_api import expect
+
+    stream = make_hls(CLIP, tmp_path / "hls")
+    with TestServer() as server:
+        server.add_segments("/vod", stream)
+        server.add_live("/live/index.m3u8", stream, "/vod", loop=True)  # never ends
+        page.get_by_role("tab", name="HLS stream").click()
+        page.get_by_label("HLS playlist URL").fill(server.url("/live/index.m3u8"))
+        page.get_by_label("Window (s)").fill("2")
+        page.get_by_role("button", name="Start").click()
+
+        rows = page.locator("#stream-windows").get_by_role("row").filter(has_text="landmarks")
+        expect(rows.nth(1)).to_be_visible(timeout=RESULT_TIMEOUT_MS)  # a second window arrived
+        page.get_by_role("button", name="Stop").click()
+        time.sleep(1.0)  # a window being read when Stop was pressed may still land
+        count, asked = rows.count(), len(server.requests)
+        time.sleep(6.0)  # three more windows' worth of live stream
+        assert rows.count() == count  # no new window after Stop
+        assert len(server.requests) <= asked + 1  # and the stream is no longer being read
+        page.screenshot(path=str(tmp_path / "stream.png"), full_page=True)

@@ -1,0 +1,51 @@
+"""The pipeline call: engines loaded once, progress in order, the report's timing, segment and crops."""
+import pytest
+
+from syncnet import pipeline
+from tests.paths import CLIPS
+
+CLIP = CLIPS / "pcavs_posesrc_00067.mp4"
+
+
+@pytest.fixture
+def fresh_engines():
+    pipeline.unload_engines()
+    yield
+    pipeline.unload_engines()
+
+
+def test_engine_choices():
+    assert pipeline.resolve_engines(None) == ["syncnet", "fcn", "landmarks"]
+    assert pipeline.resolve_engines("all") == ["syncnet", "fcn", "landmarks"]
+    assert pipeline.resolve_engines("fcn") == ["fcn"]
+    assert pipeline.resolve_engines(["landmarks", "fcn", "landmarks"]) == ["landmarks", "fcn"]
+    with pytest.raises(ValueError, match="unknown engine 'nope'"):
+        pipeline.resolve_engines(["nope"])
+    with pytest.raises(ValueError, match="at least one engine"):
+        pipeline.resolve_engines([])
+
+
+def test_engines_are_loaded_once_and_missing_weights_reported(fresh_engines, monkeypatch, tmp_path):
+    monkeypatch.setenv("SYNCNET_WEIGHTS", str(tmp_path / "missing.model"))
+    first, skipped = pipeline.get_engines("all")
+    again, _ = pipeline.get_engines(["landmarks"])
+    assert [e.name for e in first] == ["landmarks"] and again[0] is first[0]
+    assert [s.engine for s in skipped] == ["syncnet", "fcn"]
+    assert all("SYNCNET_WEIGHTS" in s.reason and "no such file" in s.reason for s in skipped)
+    status = pipeline.engine_status()
+    assert [(name, loaded) for name, loaded, _ in status] == [("syncnet", False), ("fcn", False), ("landmarks", True)]
+
+
+def test_analyze_file_reports_progress_timing_segment_and_crops(fresh_engines):
+    steps = []
+    report = pipeline.analyze_file(CLIP, ["landmarks"], progress=lambda fraction, what: steps.append((fraction, what)))
+    fractions = [fraction for fraction, _ in steps]
+    assert fractions[0] == 0.0 and fractions[-1] == 1.0 and fractions == sorted(fractions)
+    assert [what for _, what in steps] == ["decoding", "finding the face", "audio features", "engine landmarks", "done"]
+    assert list(report.timing_s) == ["decode", "faces", "mfcc", "landmarks"]
+    assert all(seconds >= 0 for seconds in report.timing_s.values())
+    assert report.results[0].time_s == report.timing_s["landmarks"]
+    start, stop = report.segment
+    assert 0 <= start < stop <= report.frames == 114
+    assert report.crops.shape == (8, 224, 224, 3) and report.mouths.shape[0] == 8
+    assert len(report.results[0].frame_confidence) > 0
