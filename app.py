@@ -220,7 +220,7 @@ def build_demo() -> gr.Blocks:
                 confidence_plot = gr.Image(label="Confidence over time", format="png")
             strip = gr.Image(label="Face and mouth crops the engines saw", format="jpeg")
             corrected = gr.Video(label="Corrected video", interactive=False, height=360)
-            with gr.Accordion("JSON", open=False):
+            with gr.Accordion("JSON", open=False) as json_box:
                 details = gr.JSON(label="Report")
         with gr.Tab("HLS stream"):
             url = gr.Textbox(label="HLS playlist URL", placeholder="https://example.com/live/stream.m3u8")
@@ -238,7 +238,9 @@ def build_demo() -> gr.Blocks:
             [verdict, table, timing, distance_plot, confidence_plot, strip, corrected, details],
             api_name="analyze",
         )
-        detect_button.click(detect, [video, engines], [details], api_name="detect")
+        detect_button.click(detect, [video, engines], [details], api_name="detect").success(
+            lambda: gr.Accordion(open=True), None, [json_box], api_visibility="private"
+        )
         stream_event = start_button.click(
             monitor,
             [url, engines, window_s, max_seconds],
