@@ -3,7 +3,8 @@
 Default: measure the engine's systematic lag (lips move before the sound) on clips believed in sync and store it
 as ``calibration.landmarks`` = {scale: 1, bias: -median raw sub-frame offset} in weights_card/config.json, so that
 the calibrated offset of an in-sync clip is ~0. ``--projection`` instead refits the two canonical directions
-(LIP_WEIGHTS, BAND_WEIGHTS of syncnet/landmarks.py) on every other clip and prints them to paste into the module.
+(LIP_WEIGHTS, BAND_WEIGHTS, COMPONENT_WEIGHTS of
+syncnet/landmarks.py) on every other clip and prints them to paste into the module.
 
     python -m benchmarks.calibrate_landmarks [--clips ../shared/clips] [--cache DIR] [--projection] [--dry-run]
 """
@@ -30,8 +31,9 @@ log = logging.getLogger("calibrate_landmarks")
 NOT_IN_SYNC = {"syncnet_example.avi", "visualvoice_interview.mp4"}
 RIDGE = 1e-2  # added to the (standardised) covariances before whitening
 PROJECTION_ROUNDS = 3  # align clips with the current directions, refit, repeat
-START_LIP = np.array([0.0, 0.0, 1.0, 0.0, 0.0])  # outer lip height
-START_BANDS = np.array([0.0, 0.0, 1.0, 1.0, 1.0, 1.0, 0.0, 0.0])  # ~400-3000 Hz
+COMPONENTS = 2  # canonical pairs kept
+START_LIP = np.array([[0.0, 0.0, 1.0, 0.0, 0.0]]).T  # outer lip height
+START_BANDS = np.array([[0.0, 0.0, 1.0, 1.0, 1.0, 1.0, 0.0, 0.0]]).T  # ~400-3000 Hz
 
 
 def believed_in_sync(clip: ClipData) -> bool:
@@ -56,26 +58,28 @@ def shift_audio(audio: np.ndarray, frames: int) -> np.ndarray:
     return out
 
 
-def fit_projection(clips: list[ClipData]) -> tuple[np.ndarray, np.ndarray, float]:
-    """First canonical pair of (lip velocities, band slopes) pooled over clips, each clip aligned at its own offset."""
-    lip_w, band_w = START_LIP, START_BANDS
+def fit_projection(clips: list[ClipData]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """First canonical pairs of (lip velocities, band slopes) pooled over clips, each clip aligned at its own offset."""
+    lip_w, band_w, corr = START_LIP, START_BANDS, np.ones(1)
     for round_ in range(PROJECTION_ROUNDS):
-        landmarks.LIP_WEIGHTS, landmarks.BAND_WEIGHTS = lip_w, band_w
-        engine = LandmarkEngine()
         xs, ys = [], []
         for clip in clips:
-            offset = summarize("landmarks", engine.window_dists(clip.lips, clip.audio)).offset_frames
+            visual, sound = landmarks.check_inputs(clip.lips, clip.audio)
+            visual = landmarks.standardise(lip_velocity(visual) @ lip_w)
+            weights = speech_weights(sound, len(clip.lips))
+            sound = landmarks.standardise(band_slopes(sound, len(clip.lips)) @ band_w, weights)
+            offset = summarize("landmarks", landmarks.window_dists(visual, sound, corr)).offset_frames
             audio = shift_audio(clip.audio, -offset)  # undo the clip's own offset
             weights = speech_weights(audio, len(clip.lips)) > 0
             xs.append(lip_velocity(clip.lips)[weights])
             ys.append(band_slopes(audio, len(clip.lips))[weights])
         x, y = np.concatenate(xs), np.concatenate(ys)
         lip_w, band_w, corr = _cca(x, y)
-        log.info("round %d: canonical correlation %.3f over %d frames", round_ + 1, corr, len(x))
+        log.info("round %d: canonical correlations %s over %d frames", round_ + 1, np.round(corr, 3), len(x))
     return lip_w, band_w, corr
 
 
-def _cca(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+def _cca(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     n = len(x)
     cxx = x.T @ x / n + RIDGE * np.eye(x.shape[1])
     cyy = y.T @ y / n + RIDGE * np.eye(y.shape[1])
@@ -87,9 +91,9 @@ def _cca(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
 
     wx, wy = inverse_sqrt(cxx), inverse_sqrt(cyy)
     u, s, vt = np.linalg.svd(wx @ cxy @ wy)
-    lip_w, band_w = wx @ u[:, 0], wy @ vt[0]
-    sign = np.sign(lip_w[np.argmax(np.abs(lip_w))])  # a fixed sign: the largest lip weight positive
-    return sign * lip_w, sign * band_w, float(s[0])
+    lip_w, band_w = wx @ u[:, :COMPONENTS], wy @ vt[:COMPONENTS].T
+    sign = np.sign(lip_w[np.argmax(np.abs(lip_w), axis=0), np.arange(COMPONENTS)])  # largest lip weight positive
+    return lip_w * sign, band_w * sign, s[:COMPONENTS]
 
 
 def measure_lag(clips: list[ClipData]) -> tuple[float, list[tuple[str, float, float]]]:
@@ -126,9 +130,9 @@ def main() -> None:
         subset = projection_subset(clips)
         lip_w, band_w, corr = fit_projection(subset)
         print(f"fitted on {len(subset)} clips: {', '.join(c.name for c in subset)}")
-        print(f"canonical correlation {corr:.3f}")
         print(f"LIP_WEIGHTS = np.array({np.round(lip_w, 4).tolist()})")
         print(f"BAND_WEIGHTS = np.array({np.round(band_w, 4).tolist()})")
+        print(f"COMPONENT_WEIGHTS = np.array({np.round(corr, 4).tolist()})")
         return
     in_sync = [c for c in clips if believed_in_sync(c)]
     lag, rows = measure_lag(in_sync)

@@ -8,6 +8,7 @@ that need them).
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import logging
 from dataclasses import dataclass
@@ -39,10 +40,12 @@ class ClipData:
     clip_frames: int  # frames in the whole clip
     num_faces: int
     kind: str  # "real" or "generated" (manifest), "unknown" if not listed
+    file_duration_s: float = 0.0  # the file's duration in the manifest (0: not listed)
 
     @property
     def duration_s(self) -> float:
-        return len(self.lips) / 25.0
+        """The file's duration (manifest), else that of the decoded frames."""
+        return self.file_duration_s or self.clip_frames / 25.0
 
 
 def read_manifest(clips_dir: Path) -> dict[str, dict[str, str]]:
@@ -90,23 +93,23 @@ def _key(path: Path) -> str:
     return hashlib.sha1(text.encode()).hexdigest()[:16]
 
 
-def load_clip(path: Path, cache_dir: Path | None, kind: str = "unknown") -> ClipData:
+def load_clip(path: Path, cache_dir: Path | None, kind: str = "unknown", file_duration_s: float = 0.0) -> ClipData:
     """`decode_clip`, through an .npz cache keyed by the file's path, size and modification time."""
     if cache_dir is None:
-        return decode_clip(path, kind)
+        return dataclasses.replace(decode_clip(path, kind), file_duration_s=file_duration_s)
     cache_dir.mkdir(parents=True, exist_ok=True)
     cached = cache_dir / f"{path.name}.{_key(path)}.npz"
     if cached.exists():
         with np.load(cached) as z:
             return ClipData(path.name, z["lips"], z["audio"], int(z["start"]), int(z["clip_frames"]),
-                            int(z["num_faces"]), kind)
+                            int(z["num_faces"]), kind, file_duration_s)
     clip = decode_clip(path, kind)
     tmp = cached.with_suffix(".tmp.npz")
     np.savez(tmp, lips=clip.lips, audio=clip.audio, start=clip.start, clip_frames=clip.clip_frames,
              num_faces=clip.num_faces)
     tmp.replace(cached)
     log.info("cached %s (%d frames)", path.name, len(clip.lips))
-    return clip
+    return dataclasses.replace(clip, file_duration_s=file_duration_s)
 
 
 def load_clips(clips_dir: Path, cache_dir: Path | None) -> list[ClipData]:
@@ -114,9 +117,9 @@ def load_clips(clips_dir: Path, cache_dir: Path | None) -> list[ClipData]:
     manifest = read_manifest(clips_dir)
     out = []
     for path in list_clips(clips_dir):
-        kind = manifest.get(path.name, {}).get("kind", "unknown")
+        row = manifest.get(path.name, {})
         try:
-            out.append(load_clip(path, cache_dir, kind))
+            out.append(load_clip(path, cache_dir, row.get("kind", "unknown"), float(row.get("duration_s") or 0.0)))
         except ValueError as error:  # MediaError / NoFaceError
             log.warning("%s left out: %s", path.name, error)
     return out

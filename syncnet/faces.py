@@ -107,6 +107,19 @@ class FaceTrack:
     def num_frames(self) -> int:
         return self.stop - self.start
 
+    def describe(self) -> str:
+        """Which face was followed and over which frames, in one sentence for reports."""
+        x = float(np.median(self.boxes[:, [0, 2]].mean(axis=1))) / self.frame_size[1]
+        where = "on the left" if x < 0.4 else "on the right" if x > 0.6 else "in the centre"
+        seen = "one face" if self.num_faces == 1 else f"{self.num_faces} faces at once"
+        choice = ""
+        if len(self.segments) > 1:
+            choice = f" (of {len(self.segments)} face tracks, the one whose lips follow the sound best)"
+        return (
+            f"{seen} seen; followed the face {where}{choice}, frames {self.start}-{self.stop - 1}"
+            f" ({self.num_frames / FPS:.1f} s), lip/sound correlation {self.speaking_score:.2f}"
+        )
+
     def smoothed(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Box centre x, centre y and half-size, median-filtered over time exactly as SyncNet's crop_video."""
         x = (self.boxes[:, 0] + self.boxes[:, 2]) / 2
@@ -255,7 +268,7 @@ def track_face(frames: np.ndarray, audio: np.ndarray) -> FaceTrack:
     best = _choose(segments, openings, energy)
     segments[best].chosen = True
     start, stop, landmarks, detected = _fill(candidates[best])
-    log.debug("face track %d..%d of %d frames, %d faces, %d candidates", start, stop, len(frames), num_faces, len(segments))
+    log.debug("face track %d..%d of %d frames, %d faces, %d tracks", start, stop, len(frames), num_faces, len(segments))
     return FaceTrack(
         start=start,
         stop=stop,
@@ -389,7 +402,8 @@ def mouth_crops(frames: np.ndarray, track: FaceTrack, size: int = 96) -> np.ndar
         border = int(np.ceil(h)) + 1
         rows = (int(cy[k] - h) + border, int(cy[k] + h) + border)
         cols = (int(cx[k] - h) + border, int(cx[k] + h) + border)
-        crops[k] = cv2.resize(_window(frames[track.start + k], rows, cols, border), (size, size), interpolation=cv2.INTER_AREA)
+        mouth = _window(frames[track.start + k], rows, cols, border)
+        crops[k] = cv2.resize(mouth, (size, size), interpolation=cv2.INTER_AREA)
     return crops
 
 

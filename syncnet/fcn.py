@@ -6,7 +6,7 @@
 - Audio stream: the 20-step MFCC windows, batched in one pass (exact), or the whole MFCC sequence in one pass
   (``audio="sequence"``: windows then see their real neighbours instead of zero padding at their edges).
 - BatchNorm is folded into the preceding convolution at load; the distance matrix (all windows x 31 offsets)
-  is one batched operation.
+  comes from one matrix product.
 """
 from __future__ import annotations
 
@@ -165,11 +165,19 @@ class FCNSyncNet(nn.Module):
 
 @torch.inference_mode()
 def distance_matrix(lip: torch.Tensor, aud: torch.Tensor, max_offset: int = MAX_OFFSET) -> np.ndarray:
-    """(W, 2*max_offset+1) distances in one batched op; column k = offset k - max_offset (lip i vs audio i - o)."""
-    n = len(lip)
-    padded = F.pad(aud.float(), (0, 0, max_offset, max_offset))
+    """(W, 2*max_offset+1) distances in one batched op; column k = offset k - max_offset (lip i vs audio i - o).
+
+    ``||l - a + eps||`` as torch's pairwise_distance, expanded around one (W x W+2*max_offset) float64 matmul.
+    """
+    n, dim = lip.shape
+    lip64 = lip.double()
+    padded = F.pad(aud.double(), (0, 0, max_offset, max_offset))
+    sq = (
+        (lip64 * lip64).sum(1)[:, None] + (padded * padded).sum(1)[None, :] - 2 * lip64 @ padded.T
+        + 2 * PDIST_EPS * (lip64.sum(1)[:, None] - padded.sum(1)[None, :]) + dim * PDIST_EPS**2
+    )
     idx = torch.arange(n)[:, None] + (2 * max_offset - torch.arange(2 * max_offset + 1))[None, :]
-    return torch.linalg.vector_norm(lip.float()[:, None, :] - padded[idx] + PDIST_EPS, dim=-1).numpy()
+    return torch.gather(sq, 1, idx).clamp_min_(0).sqrt_().float().numpy()
 
 
 class FCNEngine:
@@ -177,9 +185,12 @@ class FCNEngine:
 
     name = "fcn"
 
-    def __init__(self, net: FCNSyncNet, calibration: Calibration = Calibration(), audio: AudioMode = "windows"):
+    def __init__(
+        self, net: FCNSyncNet, calibration: Calibration = Calibration(), source: str = "", audio: AudioMode = "windows"
+    ):
         self.net = net
         self.calibration = calibration
+        self.source = source  # which weights, from where (shown by the app)
         self.audio = audio
 
     def run(self, inputs: EngineInput) -> SyncResult:
@@ -193,13 +204,11 @@ class FCNEngine:
 def load_engine() -> FCNEngine:
     """The ``fcn`` engine with the weights from :mod:`syncnet.weights`; EngineUnavailable if they cannot be had."""
     from syncnet.engines import EngineUnavailable
-    from syncnet.weights import WeightsError, calibration, load_spec, load_weights
+    from syncnet.weights import WeightsError, calibration, load_spec, shared_weights
 
     spec = load_spec()
     try:
-        loaded = load_weights(spec)
+        loaded = shared_weights(spec)
     except WeightsError as error:
         raise EngineUnavailable(f"SyncNet weights: {error}") from error
-    engine = FCNEngine(FCNSyncNet(build_model(loaded.state_dict)), calibration(FCNEngine.name, spec))
-    engine.source = loaded.describe()  # shown by the app: which weights, from where
-    return engine
+    return FCNEngine(FCNSyncNet(build_model(loaded.state_dict)), calibration(FCNEngine.name, spec), loaded.describe())

@@ -46,6 +46,7 @@ class HlsError(ValueError):
 class HlsLimits:
     max_playlist_bytes: int = 2**20
     max_segment_bytes: int = 50 * 2**20
+    max_window_bytes: int = 200 * 2**20  # the segments of one window, held in memory together
     max_total_bytes: int = 2 * 2**30
     max_segments: int = 10_000
     fetch_timeout_s: float = 30.0  # one playlist or segment, redirects included
@@ -224,6 +225,8 @@ class _Reader:
                     yield from self._emit(pending, t_window, t_cursor)  # timestamps restart: decode what we have
                     t_window = t_cursor
                 pending.append((segment, self._segment(segment)))
+                if sum(len(data) for _, data in pending) > self.limits.max_window_bytes:
+                    raise HlsError(f"stream window too large: over {self.limits.max_window_bytes} bytes of segments")
                 next_sequence = segment.sequence + 1
                 t_cursor += segment.duration
                 if t_cursor - t_window >= window_s - 1e-6:

@@ -1,13 +1,13 @@
 """The training-free engine: lip-shape motion against speech-band energy, correlated over offsets -15..+15.
 
-Each frame gets one visual number (a fixed mix of the lip-shape velocities from `syncnet.faces.lip_shapes`) and
-one audio number (a fixed mix of the rates of change of log band energies). The two mixes are the first pair of
+Each frame gets two visual numbers (fixed mixes of the lip-shape velocities from `syncnet.faces.lip_shapes`) and
+two audio numbers (fixed mixes of the rates of change of log band energies). The mixes are the first two pairs of
 canonical directions fitted once, jointly over a subset of the benchmark clips (`benchmarks/calibrate_landmarks.py
---projection` refits and prints them); they are twelve numbers, not a network. The per-frame products of the two
-standardised series are the per-window similarities, so their mean over the frames is the cross-correlation and
-`syncnet.scoring.summarize` turns ``1 - product`` into an offset, a confidence and per-frame confidences as for the
-other engines. Frames whose audio is digital silence (or padding) carry no weight; a silent or motionless input
-gives a flat curve, i.e. confidence ~0.
+--projection` refits and prints them); they are 26 numbers, not a network. The per-frame products of the
+standardised series, summed with the canonical correlations as weights, are the per-window similarities, so their
+mean over the frames is a cross-correlation and `syncnet.scoring.summarize` turns ``1 - similarity`` into an offset,
+a confidence and per-frame confidences as for the other engines. Frames whose audio is digital silence (or
+padding) carry no weight; a silent or motionless input gives a flat curve, i.e. confidence ~0.
 """
 from __future__ import annotations
 
@@ -35,11 +35,17 @@ DYNAMIC_RANGE_DB = 50.0  # band levels are floored this far below their 95th per
 SILENCE_DB = -90.0  # frames quieter than this (digital silence, padding) carry no weight
 SILENCE_DILATION = 2  # frames next to silence carry no weight either (their energy slope is a step)
 
-# first canonical pair of (lip-shape velocities, band-energy slopes), each standardised per clip; fitted by
-# benchmarks/calibrate_landmarks.py --projection on every other clip of ../shared/clips (sorted by name)
-LIP_WEIGHTS = np.array([0.0944, -0.1845, 0.8367, -0.0761, 0.2308])  # inner_gap, mouth_width, outer_height, inner_area, jaw_drop
-BAND_WEIGHTS = np.array([0.0004, -0.247, -0.1099, 0.5946, 0.1572, 0.4588, 0.3258, -0.2053])
-NUM_LIP_FEATURES = len(LIP_WEIGHTS)
+# first two canonical pairs (columns) of (lip-shape velocities, band-energy slopes), each standardised per clip, and
+# their canonical correlations; fitted by benchmarks/calibrate_landmarks.py --projection on every other clip of
+# ../shared/clips (sorted by name)
+# rows: inner_gap, mouth_width, outer_height, inner_area, jaw_drop
+LIP_WEIGHTS = np.array([[-0.1136, -0.5929], [-0.1829, -0.6408], [0.8043, -0.794], [0.1558, 0.6358], [0.2563, 1.0496]])
+BAND_WEIGHTS = np.array(
+    [[0.0329, 0.2422], [-0.3782, -0.2392], [-0.04, -0.1905], [0.6814, 0.586], [0.0035, 0.7148], [0.5406, -0.8062],
+     [0.2932, -0.0906], [-0.2039, -0.4873]]
+)  # rows: the 8 bands, low to high
+COMPONENT_WEIGHTS = np.array([0.4449, 0.1964])
+NUM_LIP_FEATURES = LIP_WEIGHTS.shape[0]
 
 
 class LandmarkInputError(ValueError):
@@ -106,7 +112,7 @@ def band_slopes(audio: np.ndarray, num_frames: int) -> np.ndarray:
 
 
 def series(lips: np.ndarray, audio: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The visual and audio series (T,) that are cross-correlated, standardised; silent frames' audio is 0."""
+    """The visual and audio series (T, 2) that are cross-correlated, standardised; silent frames' audio is 0."""
     num_frames = len(lips)
     visual = standardise(lip_velocity(lips) @ LIP_WEIGHTS)
     weights = speech_weights(audio, num_frames)
@@ -114,15 +120,20 @@ def series(lips: np.ndarray, audio: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     return visual, sound
 
 
-def window_dists(visual: np.ndarray, sound: np.ndarray) -> np.ndarray:
-    """(T, 31) ``1 - visual[t] * sound[t - k]`` for offset k (column k + 15); 1 (no evidence) out of range."""
+def window_dists(visual: np.ndarray, sound: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+    """(T, 31) ``1 - sum_c weights_c visual[t, c] sound[t - k, c] / sum(weights)`` for offset k (column k + 15).
+
+    `weights` defaults to COMPONENT_WEIGHTS. Frames whose sound at that offset would lie outside the clip get 1.
+    """
+    weights = COMPONENT_WEIGHTS if weights is None else weights
     num_frames = len(visual)
+    weighted = visual * (weights / weights.sum())
     dists = np.ones((num_frames, len(OFFSETS)))
     frames = np.arange(num_frames)
     for column, offset in enumerate(OFFSETS):
         source = frames - offset  # audio frame holding the sound of video frame t at this offset
         valid = (source >= 0) & (source < num_frames)
-        dists[valid, column] = 1.0 - visual[valid] * sound[source[valid]]
+        dists[valid, column] = 1.0 - (weighted[valid] * sound[source[valid]]).sum(axis=1)
     return dists
 
 

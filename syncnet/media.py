@@ -130,7 +130,8 @@ def load_media(
     overlap = count / FPS
     if count < MIN_DURATION_S * FPS:
         raise MediaError(
-            f"too short: {max(overlap, 0.0):.2f} s of overlapping audio and video (need at least {MIN_DURATION_S:.0f} s)"
+            f"too short: {max(overlap, 0.0):.2f} s of overlapping audio and video"
+            f" (need at least {MIN_DURATION_S:.0f} s)"
         )
     frames = frames[first : first + count]
     skip = int(round((start_s - audio_start) * SAMPLE_RATE))
@@ -149,12 +150,13 @@ def load_media(
 
 def _info(path: str, size: int, container: av.container.InputContainer) -> MediaInfo:
     name = os.path.basename(path)
-    video = container.streams.video[0] if container.streams.video else None
+    video = video_stream(container)
     audio = container.streams.audio[0] if container.streams.audio else None
     if video is None and audio is None:
         raise MediaError(f"not a video file: {name} has no audio or video stream")
     if video is None:
-        raise MediaError(f"no video stream in {name} (audio only)")
+        cover = " with cover art" if container.streams.video else ""
+        raise MediaError(f"no video stream in {name} (audio only{cover})")
     if audio is None:
         raise MediaError(f"no audio stream in {name}: SyncNet needs the soundtrack")
     if video.codec_context.width <= 0 or video.codec_context.height <= 0:
@@ -224,7 +226,7 @@ def _decode(source: Source, format: str | None, info: MediaInfo, out_w: int, out
     last_duration = 1.0 / (info.fps or FPS)
     resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
     with open_container(source, format) as container:
-        video, audio = container.streams.video[0], container.streams.audio[0]
+        video, audio = video_stream(container), container.streams.audio[0]
         video.thread_type = "AUTO"
         for packet in container.demux(video, audio):
             for frame in _decode_packet(packet):
@@ -254,6 +256,14 @@ def _decode(source: Source, format: str | None, info: MediaInfo, out_w: int, out
     return grid.start, video_end, grid.buffer[: grid.count], audio_start, samples, rotation
 
 
+def video_stream(container: av.container.InputContainer) -> av.VideoStream | None:
+    """The first real video stream: cover art (an attached picture) does not count."""
+    for stream in container.streams.video:
+        if not stream.disposition & av.stream.Disposition.attached_pic:
+            return stream
+    return None
+
+
 def open_container(source: Source, format: str | None = None) -> av.container.InputContainer:
     """Open with only the whitelisted demuxers; a path may only lead to local files, never to a URL."""
     options = {"format_whitelist": FORMAT_WHITELIST}
@@ -265,7 +275,9 @@ def open_container(source: Source, format: str | None = None) -> av.container.In
 
 
 def _name(source: Source) -> str:
-    return os.path.basename(getattr(source, "name", "<memory>")) if hasattr(source, "read") else os.path.basename(source)
+    if hasattr(source, "read"):
+        return os.path.basename(getattr(source, "name", "<memory>"))
+    return os.path.basename(source)
 
 
 def _decode_packet(packet: av.Packet) -> list[av.frame.Frame]:

@@ -169,9 +169,10 @@ class SyncNetEngine:
 
     name = "syncnet"
 
-    def __init__(self, model: SyncNet, calibration: Calibration = Calibration()):
+    def __init__(self, model: SyncNet, calibration: Calibration = Calibration(), source: str = ""):
         self.model = model.eval()
         self.calibration = calibration
+        self.source = source  # which weights, from where (shown by the app)
 
     def run(self, inputs: EngineInput) -> SyncResult:
         start = time.perf_counter()
@@ -183,13 +184,11 @@ class SyncNetEngine:
 def load_engine() -> SyncNetEngine:
     """The ``syncnet`` engine with the weights from :mod:`syncnet.weights`; EngineUnavailable if they cannot be had."""
     from syncnet.engines import EngineUnavailable
-    from syncnet.weights import WeightsError, calibration, load_spec, load_weights
+    from syncnet.weights import WeightsError, calibration, load_spec, shared_weights
 
     spec = load_spec()
     try:
-        loaded = load_weights(spec)
+        loaded = shared_weights(spec)
     except WeightsError as error:
         raise EngineUnavailable(f"SyncNet weights: {error}") from error
-    engine = SyncNetEngine(build_model(loaded.state_dict), calibration(SyncNetEngine.name, spec))
-    engine.source = loaded.describe()  # shown by the app: which weights, from where
-    return engine
+    return SyncNetEngine(build_model(loaded.state_dict), calibration(SyncNetEngine.name, spec), loaded.describe())

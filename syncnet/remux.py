@@ -8,15 +8,16 @@ stream is copied packet for packet when MP4 can hold its codec (re-encoded with 
 from __future__ import annotations
 
 import logging
-from collections import deque
 import os
 import tempfile
+from collections import deque
 from fractions import Fraction
 
 import av
 import numpy as np
+from av.bitstream import BitStreamFilterContext
 
-from syncnet.media import FPS, MediaError, open_container, probe_media
+from syncnet.media import FPS, MediaError, open_container, probe_media, video_stream
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,7 @@ def write_corrected(src: str | os.PathLike, dst: str | os.PathLike, offset_frame
 def _remux(src: str, dst: str, shift_s: float) -> None:
     audio_start, samples, rate, layout = _shifted_audio(src, shift_s)
     with open_container(src) as source:
-        video = source.streams.video[0]
+        video = video_stream(source)
         # Both streams move by the same amount so that the output starts at 0 (the MP4 muxer handles AAC priming
         # and B-frame delays cleanly from there); their relative timing is kept. A stream's start delay is an edit
         # list counted in the movie timescale, 1/1000 s by default: use the video's time base instead.
@@ -63,7 +64,7 @@ def _remux(src: str, dst: str, shift_s: float) -> None:
             out_audio.bit_rate = AUDIO_BITRATE
             out_audio.time_base = Fraction(1, rate)
             audio_packets = _encode_audio(out_audio, samples, first=int(round((audio_start - origin) * rate)))
-            _write_video(source, out, out_video, copy, int(round(origin / video.time_base)), audio_packets)
+            _write_video(source, video, out, out_video, copy, int(round(origin / video.time_base)), audio_packets)
 
 
 def _h264_stream(out: av.container.OutputContainer, video: av.VideoStream) -> av.VideoStream:
@@ -74,25 +75,28 @@ def _h264_stream(out: av.container.OutputContainer, video: av.VideoStream) -> av
     return stream
 
 
-def _write_video(source, out, stream, copy: bool, shift: int, audio: deque[av.Packet]) -> None:
-    """Copy the video packets (timestamps moved back by `shift`) or re-encode them with H.264, muxing the audio
-    packets in between in time order (interleaved, so that the file plays while it loads)."""
-    video = source.streams.video[0]
+def _write_video(source, video, out, stream, copy: bool, shift: int, audio: deque[av.Packet]) -> None:
+    """Copy the packets of `video` (timestamps moved back by `shift`) or re-encode them with H.264, muxing the
+    audio packets in between in time order (interleaved, so that the file plays while it loads)."""
 
     def mux(packets: list[av.Packet]) -> None:
         for packet in packets:
-            while audio and packet.dts is not None and audio[0].dts * audio[0].time_base <= packet.dts * packet.time_base:
+            at = None if packet.dts is None else packet.dts * packet.time_base
+            while audio and at is not None and audio[0].dts * audio[0].time_base <= at:
                 out.mux(audio.popleft())
             out.mux(packet)
 
     if copy:
+        # DivX/Xvid AVIs may pack B-frames into one packet, which MP4 cannot hold: unpack them (no-op otherwise)
+        unpack = BitStreamFilterContext("mpeg4_unpack_bframes", video) if video.codec_context.name == "mpeg4" else None
         for packet in source.demux(video):
             if packet.dts is None and packet.pts is None:
                 continue  # the demuxer's flush packet
-            packet.pts = None if packet.pts is None else packet.pts - shift
-            packet.dts = None if packet.dts is None else packet.dts - shift
-            packet.stream = stream
-            mux([packet])
+            for part in unpack.filter(packet) if unpack else [packet]:
+                part.pts = None if part.pts is None else part.pts - shift
+                part.dts = None if part.dts is None else part.dts - shift
+                part.stream = stream
+                mux([part])
     else:
         for frame in source.decode(video):
             frame.pts -= shift
@@ -106,7 +110,8 @@ def _encode_audio(stream, samples: np.ndarray, first: int) -> deque[av.Packet]:
     rate, layout = stream.codec_context.sample_rate, stream.codec_context.layout.name
     packets = []
     for i in range(0, samples.shape[1], AAC_FRAME):
-        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(samples[:, i : i + AAC_FRAME]), format="fltp", layout=layout)
+        chunk = np.ascontiguousarray(samples[:, i : i + AAC_FRAME])
+        frame = av.AudioFrame.from_ndarray(chunk, format="fltp", layout=layout)
         frame.sample_rate, frame.pts, frame.time_base = rate, first + i, Fraction(1, rate)
         packets += stream.encode(frame)
     return deque(packets + stream.encode(None))
@@ -134,5 +139,6 @@ def _shifted_audio(src: str, shift_s: float) -> tuple[float, np.ndarray, int, st
     if shift >= 0:
         samples = np.concatenate([np.zeros((samples.shape[0], shift), np.float32), samples], axis=1)[:, :length]
     else:
-        samples = np.concatenate([samples[:, -shift:], np.zeros((samples.shape[0], min(-shift, length)), np.float32)], axis=1)
+        tail = np.zeros((samples.shape[0], min(-shift, length)), np.float32)
+        samples = np.concatenate([samples[:, -shift:], tail], axis=1)
     return start or 0.0, np.ascontiguousarray(samples, dtype=np.float32), rate, layout

@@ -13,8 +13,12 @@ import hashlib
 import json
 import logging
 import os
+import socket
+import threading
+import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from urllib.parse import urlparse
 
 import torch
 
@@ -30,6 +34,8 @@ ENV_REVISION = "SYNCNET_WEIGHTS_REVISION"
 ENV_FILENAME = "SYNCNET_WEIGHTS_FILENAME"
 ENV_SHA256 = "SYNCNET_WEIGHTS_SHA256"
 OPTIONAL_KEYS_SUFFIX = "num_batches_tracked"  # BatchNorm counters: unused in eval, absent in very old files
+CONNECT_TIMEOUT_S = 3.0  # quick reachability probe before hf_hub_download (which retries for ~30 s)
+FAILURE_MEMORY_S = 60.0  # engines loaded together share one failed attempt instead of each retrying
 
 
 class WeightsError(ValueError):
@@ -122,6 +128,11 @@ def locate(spec: WeightsSpec, cache_dir: str | Path | None = None) -> tuple[Path
     where = f"{spec.repo}/{spec.filename}@{spec.revision}"
     if constants.is_offline_mode():
         raise WeightsUnavailable(f"{where} is not in the Hugging Face cache and HF_HUB_OFFLINE is set")
+    host = urlparse(constants.ENDPOINT).hostname or "huggingface.co"
+    try:
+        socket.create_connection((host, 443), timeout=CONNECT_TIMEOUT_S).close()
+    except OSError as error:
+        raise WeightsUnavailable(f"{where} is not cached and {host} cannot be reached: {error}") from error
     log.info("downloading SyncNet weights %s", where)
     try:
         return Path(hf_hub_download(spec.repo, spec.filename, revision=spec.revision, cache_dir=cache_dir)), "download"
@@ -183,3 +194,24 @@ def load_weights(spec: WeightsSpec | None = None, cache_dir: str | Path | None =
     state, digest = read_weights(path, checks)
     log.info("SyncNet weights from %s: %s (%d bytes, sha256 %s)", source, path, path.stat().st_size, digest)
     return LoadedWeights(state, path, source, digest)
+
+
+_cache: dict[tuple, tuple[float, LoadedWeights | WeightsError]] = {}
+_cache_lock = threading.Lock()
+
+
+def shared_weights(spec: WeightsSpec | None = None) -> LoadedWeights:
+    """:func:`load_weights`, once per process for both SyncNet engines (a failure is remembered for a minute)."""
+    spec = spec or load_spec()
+    key = (spec.repo, spec.revision, spec.filename, spec.size_bytes, spec.sha256, os.environ.get(ENV_PATH))
+    with _cache_lock:
+        when, outcome = _cache.get(key, (0.0, None))
+        if outcome is None or (isinstance(outcome, WeightsError) and time.monotonic() - when > FAILURE_MEMORY_S):
+            try:
+                outcome = load_weights(spec)
+            except WeightsError as error:
+                outcome = error
+            _cache[key] = (time.monotonic(), outcome)
+    if isinstance(outcome, WeightsError):
+        raise outcome
+    return outcome

@@ -86,6 +86,7 @@ def test_track_on_syncnet_example(example, example_track):
     x, y, s = (np.median(v) for v in t.smoothed())
     assert abs(x - 112) < 8 and abs(y - 80) < 8 and abs(s - 80) < 10
     assert t.speaking_score > 0.3  # the anchor's lips follow the speech energy
+    assert t.describe().startswith("one face seen; followed the face in the centre, frames 0-316 (12.7 s)")
 
 
 def test_crop_convention_matches_syncnet_code():
@@ -142,6 +143,8 @@ def test_speaking_face_is_chosen(speaker, other, speaker_on_left):
     assert track.num_faces == 2 and len(track.segments) == 2
     centre_x = np.median(track.boxes[:, [0, 2]].mean(axis=1))
     assert (centre_x < frames.shape[2] / 2) == speaker_on_left
+    assert ("on the left" if speaker_on_left else "on the right") in track.describe()
+    assert track.describe().startswith("2 faces at once seen")
     chosen = [s for s in track.segments if s.chosen]
     assert chosen[0].speaking_score == max(s.speaking_score for s in track.segments)
 

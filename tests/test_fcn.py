@@ -3,7 +3,6 @@
 The real syncnet_v2.model is not available here: both engines run the fixture's synthetic weights, which exercise
 every layer and every number the same way (the outputs are meaningless as sync judgements, identical as arithmetic).
 """
-import av
 import numpy as np
 import pytest
 import torch
@@ -11,6 +10,7 @@ import torch
 from syncnet.audio import mfcc
 from syncnet.engines import EngineInput
 from syncnet.fcn import FCNEngine, FCNSyncNet, distance_matrix, fold_bn
+from syncnet.media import SAMPLES_PER_FRAME, load_media
 from syncnet.model import (
     SyncNetEngine,
     SyncNetInputError,
@@ -18,7 +18,7 @@ from syncnet.model import (
     offset_distances,
     windowed_embeddings,
 )
-from syncnet.scoring import summarize
+from syncnet.scoring import Calibration, summarize
 from tests.paths import CLIPS, SYNCNET_REF
 from tests.synthetic_weights import synthetic_state_dict
 
@@ -95,32 +95,12 @@ def test_whole_sequence_audio(fcn):
         fcn.embed_audio(cc, 45, "nope")
 
 
-def decode_clip(path, n_frames):
-    """RGB frames (centre crop resized to 224) and 16 kHz mono float audio of the first n_frames at 25 fps."""
-    with av.open(str(path)) as container:
-        stream = container.streams.video[0]
-        frames = []
-        for frame in container.decode(stream):
-            img = np.ascontiguousarray(frame.to_ndarray(format="rgb24"))
-            h, w = img.shape[:2]
-            side = min(h, w)
-            img = img[(h - side) // 2 : (h - side) // 2 + side, (w - side) // 2 : (w - side) // 2 + side]
-            if side != 224:
-                img = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24").reformat(224, 224).to_ndarray()
-            frames.append(np.ascontiguousarray(img))
-            if len(frames) == n_frames:
-                break
-    with av.open(str(path)) as container:
-        resampler = av.AudioResampler(format="flt", layout="mono", rate=16000)
-        chunks = [r.to_ndarray().reshape(-1) for f in container.decode(audio=0) for r in resampler.resample(f)]
-    audio = np.concatenate(chunks)[: n_frames * 640].astype(np.float32)
-    return np.stack(frames), audio
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("clip", REAL_CLIPS)
 def test_fcn_matches_syncnet_on_real_clips(net, fcn, clip):
-    crops, audio = decode_clip(CLIPS / clip, CLIP_FRAMES)
+    media = load_media(CLIPS / clip)
+    crops = media.frames[:CLIP_FRAMES]  # these clips are already 224x224 face crops
+    audio = media.audio[: CLIP_FRAMES * SAMPLES_PER_FRAME]
     inputs = EngineInput(crops=crops, audio=audio, mfcc=mfcc(audio), lips=np.zeros((len(crops), 1), np.float32))
     bgr = np.ascontiguousarray(crops[..., ::-1])  # what SyncNetEngine.run feeds the windowed original
     lip_ref, aud_ref = windowed_embeddings(net, bgr, inputs.mfcc, len(audio))
@@ -154,3 +134,16 @@ def test_too_short_and_malformed_inputs(fcn, net):
     bad = EngineInput(np.zeros((10, 112, 112, 3), np.uint8), audio, mfcc(audio), np.zeros((10, 1), np.float32))
     with pytest.raises(SyncNetInputError, match="uint8 \\(T, 224, 224, 3\\)"):
         FCNEngine(fcn).run(bad)
+
+
+def test_calibrated_subframe_offset(net, fcn):
+    """The sub-frame offset (parabola vertex) goes through the engine's calibration: frames and milliseconds."""
+    frames, audio = fixture_input()
+    crops = np.ascontiguousarray(frames[..., ::-1])
+    inputs = EngineInput(crops, audio.astype(np.float32) / 32768.0, mfcc(audio), np.zeros((50, 1), np.float32))
+    plain = FCNEngine(fcn).run(inputs)
+    scaled = FCNEngine(fcn, Calibration(scale=0.5, bias=1.25)).run(inputs)
+    assert abs(plain.subframe_offset - plain.offset_frames) <= 0.5
+    assert plain.calibrated_offset_frames == plain.subframe_offset
+    assert scaled.calibrated_offset_frames == pytest.approx(0.5 * plain.subframe_offset + 1.25)
+    assert scaled.calibrated_offset_ms == pytest.approx(40.0 * scaled.calibrated_offset_frames)

@@ -243,6 +243,8 @@ def test_huge_segment_and_playlist(server):
     refused(server.url("/vod/index.m3u8"), r"stream too large: over 300000 bytes read",
             limits=HlsLimits(max_total_bytes=300_000))
     refused(server.url("/vod/index.m3u8"), r"too many segments \(limit 3\)", limits=HlsLimits(max_segments=3))
+    refused(server.url("/vod/index.m3u8"), r"stream window too large: over 100000 bytes of segments",
+            limits=HlsLimits(max_window_bytes=100_000))
 
 
 def test_parse_playlist_resolves_urls():

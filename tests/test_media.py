@@ -217,6 +217,16 @@ def test_no_video_stream(tmp_path):
         load_media(path)
 
 
+def test_cover_art_is_not_video(tmp_path):
+    path = tmp_path / "song.mp3"
+    ffmpeg(
+        "-f", "lavfi", "-i", "sine=d=2", "-f", "lavfi", "-i", "color=s=64x64:d=1",
+        "-map", "0", "-map", "1", "-c:v", "mjpeg", "-frames:v", "1", "-disposition:v", "attached_pic", str(path),
+    )  # fmt: skip
+    with pytest.raises(MediaError, match="no video stream .* cover art"):
+        load_media(path)
+
+
 def test_too_short(tmp_path):
     path = flash_and_beep(tmp_path / "short.mp4", vcodec="libx264", acodec="aac", duration=0.8)
     with pytest.raises(MediaError, match="too short"):

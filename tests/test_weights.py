@@ -130,7 +130,12 @@ def test_download_failure_is_unavailable(tmp_path, monkeypatch):
     def refuse(*args, **kwargs):
         raise OSError("network unreachable")
 
+    class Reachable:
+        def close(self):
+            pass
+
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(weights.socket, "create_connection", lambda *a, **k: Reachable())
     monkeypatch.setattr("huggingface_hub.hf_hub_download", refuse)
     with pytest.raises(WeightsUnavailable, match="cannot download .*network unreachable"):
         load_weights(load_spec(), cache_dir=tmp_path)
@@ -199,3 +204,37 @@ def test_batchnorm_counters_may_be_absent(tmp_path, monkeypatch):
     torch.save(state, tmp_path / "w.model")
     monkeypatch.setenv("SYNCNET_WEIGHTS", str(tmp_path / "w.model"))
     assert len(load_weights(load_spec()).state_dict) == 102
+
+
+def test_engines_share_one_load_and_one_failure(tmp_path, monkeypatch, weights_file):
+    from syncnet.engines import EngineUnavailable, load_engines
+
+    calls = []
+    real = weights.load_weights
+    monkeypatch.setattr(weights, "load_weights", lambda spec=None: calls.append(1) or real(spec))
+    monkeypatch.setattr(weights, "_cache", {})
+    monkeypatch.setenv("SYNCNET_WEIGHTS", str(tmp_path / "missing.model"))
+    loaded, skipped = load_engines(["syncnet", "fcn"])
+    assert loaded == [] and [s.engine for s in skipped] == ["syncnet", "fcn"]
+    assert all("SyncNet weights: SYNCNET_WEIGHTS=" in s.reason and "no such file" in s.reason for s in skipped)
+    assert len(calls) == 1
+    monkeypatch.setenv("SYNCNET_WEIGHTS", str(weights_file))
+    loaded, skipped = load_engines(["syncnet", "fcn"])
+    assert [e.name for e in loaded] == ["syncnet", "fcn"] and skipped == []
+    assert all("SYNCNET_WEIGHTS" in e.source and sha256_of(weights_file)[:12] in e.source for e in loaded)
+    assert len(calls) == 2
+    with pytest.raises(EngineUnavailable):
+        monkeypatch.setenv("SYNCNET_WEIGHTS", str(tmp_path / "other-missing.model"))
+        from syncnet.model import load_engine
+
+        load_engine()
+
+
+def test_unreachable_hub_fails_fast(tmp_path, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise OSError("Name or service not known")
+
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(weights.socket, "create_connection", refuse)
+    with pytest.raises(WeightsUnavailable, match="not cached and huggingface.co cannot be reached"):
+        load_weights(load_spec(), cache_dir=tmp_path)
