@@ -36,7 +36,7 @@ from syncnet.scoring import Calibration, SyncResult, summarize
 if TYPE_CHECKING:
     from syncnet.engines import EngineInput
 
-CHUNK_WINDOWS = 32  # lip windows per pass: bounds memory (first activation is 4.6 MB per frame)
+CHUNK_WINDOWS = 16  # lip windows per pass: bounds memory (the first activation is 4.6 MB per window)
 AudioMode = Literal["windows", "sequence"]
 
 

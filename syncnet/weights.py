@@ -192,7 +192,12 @@ def load_weights(spec: WeightsSpec | None = None, cache_dir: str | Path | None =
     # A local override is the user's own file: its layout is checked, size and digest only when pinned by env.
     checks = spec if source != ENV_PATH else replace(spec, size_bytes=None, sha256=os.environ.get(ENV_SHA256))
     state, digest = read_weights(path, checks)
-    log.info("SyncNet weights from %s: %s (%d bytes, sha256 %s)", source, path, path.stat().st_size, digest)
+    size = path.stat().st_size
+    if checks.sha256:
+        log.info("SyncNet weights from %s: %s (%d bytes, sha256 %s, as pinned)", source, path, size, digest)
+    else:  # shown by default, so that the digest can be pinned
+        log.warning("SyncNet weights from %s: %s (%d bytes, sha256 %s, not pinned: set it in weights_card/config.json "
+                    "or SYNCNET_WEIGHTS_SHA256)", source, path, size, digest)
     return LoadedWeights(state, path, source, digest)
 
 

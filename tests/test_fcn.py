@@ -83,14 +83,18 @@ def test_channels_last_and_plain_layout_agree(net, fcn):
     assert rel_err(plain.embed_lips(frames, 45), fcn.embed_lips(frames, 45)) < 1e-5
 
 
-def test_whole_sequence_audio(fcn):
+@pytest.mark.parametrize("name", ["", "_shift3"])
+def test_whole_sequence_audio(fcn, name):
     """Audio over the whole MFCC sequence: windows see real neighbours instead of zero padding at their edges."""
-    frames, audio = fixture_input()
+    frames, audio = fixture_input(name)
     cc = mfcc(audio)
     windows = fcn.embed_audio(cc, 45, "windows")
     sequence = fcn.embed_audio(cc, 45, "sequence")
     assert sequence.shape == windows.shape == (45, 1024)
     assert rel_err(sequence, windows) > 1e-3  # a different function of the MFCC, not a rounding difference
+    lip = fcn.embed_lips(frames, 45)
+    offsets = [int(np.argmin(distance_matrix(lip, a).mean(axis=0))) - 15 for a in (windows, sequence)]
+    assert offsets[0] == offsets[1] == int(np.load(SYNCNET_REF / f"expected{name}.npz")["offset"])
     with pytest.raises(ValueError, match="unknown audio mode"):
         fcn.embed_audio(cc, 45, "nope")
 
