@@ -120,7 +120,8 @@ def _windows(done: subprocess.CompletedProcess) -> list[dict]:
 
 def test_stream_finished_playlist_window_by_window(hls_server):
     url = hls_server.url("/vod/index.m3u8")
-    windows = _windows(run_cli("stream", url, "--engine", "landmarks", "--window", "4", "--json", "--allow-private-hosts"))
+    done = run_cli("stream", url, "--engine", "landmarks", "--window", "4", "--json", "--allow-private-hosts")
+    windows = _windows(done)
     assert [(w["t_start"], w["t_end"]) for w in windows] == [(0.0, 4.0), (4.0, 8.0)]
     for window in windows:
         assert set(window) == {"t_start", "t_end", "results", "skipped"}
