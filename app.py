@@ -105,7 +105,9 @@ def analyze(video: str | None, engines: list[str], progress=gr.Progress()):
 
 
 def _verdict(report: Report) -> str:
-    lines = [f"**{r.engine}**: {describe_offset(r.offset_frames)} (confidence {r.confidence:.2f})" for r in report.results]
+    lines = [
+        f"**{r.engine}**: {describe_offset(r.offset_frames)} (confidence {r.confidence:.2f})" for r in report.results
+    ]
     lines += [f"**{s.engine}** is off: {s.reason}" for s in report.skipped]
     best = preferred_result(report.results)
     head = "No engine could run." if best is None else (
@@ -141,7 +143,8 @@ def monitor(url: str, engines: list[str], window_s: float, max_seconds: float, r
             if report is None:
                 rows.append([*span, "-", None, error, None])
             for r in [] if report is None else report.results:
-                rows.append([*span, r.engine, r.offset_frames, describe_offset(r.offset_frames), round(r.confidence, 3)])
+                verdict = describe_offset(r.offset_frames)
+                rows.append([*span, r.engine, r.offset_frames, verdict, round(r.confidence, 3)])
             yield rows, window_to_dict(window.t_start, window.t_end, report, error)
     except ValueError as error:  # refused URL, unreadable playlist, limits
         raise gr.Error(str(error)) from None
@@ -213,14 +216,16 @@ def build_demo() -> gr.Blocks:
                         gr.Examples(examples, inputs=[video])
                 with gr.Column():
                     verdict = gr.Markdown(elem_id="verdict")
-                    table = gr.Dataframe(headers=RESULT_COLUMNS, label="Results per engine", interactive=False, wrap=True)
+                    table = gr.Dataframe(
+                        headers=RESULT_COLUMNS, label="Results per engine", interactive=False, wrap=True
+                    )
                     timing = gr.Dataframe(headers=["stage", "seconds"], label="Time per stage", interactive=False)
             with gr.Row():
                 distance_plot = gr.Image(label="Distance against offset", format="png", elem_id="distance-plot")
                 confidence_plot = gr.Image(label="Confidence over time", format="png")
             strip = gr.Image(label="Face and mouth crops the engines saw", format="jpeg")
             corrected = gr.Video(label="Corrected video", interactive=False, height=360)
-            with gr.Accordion("JSON", open=False):
+            with gr.Accordion("JSON", open=False) as json_box:
                 details = gr.JSON(label="Report")
         with gr.Tab("HLS stream"):
             url = gr.Textbox(label="HLS playlist URL", placeholder="https://example.com/live/stream.m3u8")
@@ -238,7 +243,9 @@ def build_demo() -> gr.Blocks:
             [verdict, table, timing, distance_plot, confidence_plot, strip, corrected, details],
             api_name="analyze",
         )
-        detect_button.click(detect, [video, engines], [details], api_name="detect")
+        detect_button.click(detect, [video, engines], [details], api_name="detect").success(
+            lambda: gr.Accordion(open=True), None, [json_box], api_visibility="private"
+        )
         stream_event = start_button.click(
             monitor,
             [url, engines, window_s, max_seconds],

@@ -74,7 +74,8 @@ def main() -> None:
     args = parser.parse_args()
     rows = [start_once(args.clip, not args.network_attempt) for _ in range(args.runs)]
     mode = "download attempted (no network)" if args.network_attempt else "HF_HUB_OFFLINE=1"
-    print(f"# app start-up, offline, {mode} ({platform.node()}, {os.cpu_count()} CPUs, {platform.processor() or platform.machine()})")
+    machine = f"{platform.node()}, {os.cpu_count()} CPUs, {platform.processor() or platform.machine()}"
+    print(f"# app start-up, offline, {mode} ({machine})")
     print(f"# command: {' '.join(sys.argv)}; date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC")
     print(f"# clip for /detect: {args.clip.name}")
     print("| run | start-up to first page (s) | first /detect (s) |")

@@ -10,7 +10,6 @@ import json
 import logging
 import os
 import sys
-import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn, Sequence
 
@@ -121,9 +120,8 @@ def stream(args: argparse.Namespace) -> int:
     from syncnet.report import summary_lines, window_to_dict
 
     get_engines(args.engine)  # load once, before the first window arrives
-    stop = threading.Event()
     windows = stream_windows(
-        args.url, window_s=args.window, max_seconds=args.max_seconds, allow_private=args.allow_private_hosts, stop=stop
+        args.url, window_s=args.window, max_seconds=args.max_seconds, allow_private=args.allow_private_hosts
     )
     try:
         for window in windows:
@@ -137,8 +135,9 @@ def stream(args: argparse.Namespace) -> int:
                 lines = [error] if report is None else summary_lines(report)
                 print(f"[{window.t_start:7.2f} - {window.t_end:7.2f} s]", *lines, sep="\n  ", flush=True)
     except KeyboardInterrupt:
-        stop.set()
         print("syncnet: stopped", file=sys.stderr)
+    finally:
+        windows.close()  # closes the stream's connections
     return EXIT_OK
 
 

@@ -13,12 +13,15 @@ from tests.paths import CLIPS
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-gpu"]
+FAKE_WEBCAM_ARGS = ["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"]  # test pattern + beeps
 CLIP = CLIPS / "pcavs_posesrc_00067.mp4"
 RESULT_TIMEOUT_MS = 180_000
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium (apt-get install chromium)"),
+    pytest.mark.skipif(
+        not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium (apt-get install chromium)"
+    ),
 ]
 
 
@@ -31,9 +34,11 @@ def page(tmp_path_factory):
         env.setenv("SYNCNET_WEIGHTS", str(tmp_path_factory.mktemp("weights") / "missing.model"))
         env.setenv("SYNCNET_ALLOW_PRIVATE_HOSTS", "1")  # the HLS test serves on 127.0.0.1
         with running_app() as url, sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+            browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS + FAKE_WEBCAM_ARGS)
             try:
-                page = browser.new_page(viewport={"width": 1400, "height": 1800})
+                context = browser.new_context(viewport={"width": 1400, "height": 1800})
+                context.grant_permissions(["camera", "microphone"], origin=url.rstrip("/"))
+                page = context.new_page()
                 page.goto(url)
                 yield page
             finally:
@@ -96,3 +101,19 @@ def test_live_stream_monitor_until_stopped(page, tmp_path):
         assert rows.count() == count  # no new window after Stop
         assert len(server.requests) <= asked + 1  # and the stream is no longer being read
         page.screenshot(path=str(tmp_path / "stream.png"), full_page=True)
+
+
+def test_webcam_recording_with_sound_reaches_the_pipeline(page):
+    """Chromium's fake camera (a test pattern, no face) and microphone: the WebM recording with its sound is
+    uploaded and decoded, and the user is told there is no face."""
+    from playwright.sync_api import expect
+
+    page.get_by_role("tab", name="Video").click()
+    page.get_by_role("button", name="Capture from camera").click()
+    page.get_by_role("button", name="Click to Access Webcam").click()
+    page.get_by_role("button", name="start recording").click()
+    time.sleep(3.0)
+    page.get_by_role("button", name="start recording").click()  # the same button, now labelled Stop
+    expect(page.locator("video").first).to_have_attribute("src", re.compile(r"\.webm"), timeout=30_000)
+    page.get_by_role("button", name="Analyze").click()
+    expect(page.get_by_text("no face found in the video").first).to_be_visible(timeout=RESULT_TIMEOUT_MS)
