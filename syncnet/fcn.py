@@ -203,12 +203,7 @@ class FCNEngine:
 
 def load_engine() -> FCNEngine:
     """The ``fcn`` engine with the weights from :mod:`syncnet.weights`; EngineUnavailable if they cannot be had."""
-    from syncnet.engines import EngineUnavailable
-    from syncnet.weights import WeightsError, calibration, load_spec, shared_weights
+    from syncnet.weights import engine_weights
 
-    spec = load_spec()
-    try:
-        loaded = shared_weights(spec)
-    except WeightsError as error:
-        raise EngineUnavailable(f"SyncNet weights: {error}") from error
-    return FCNEngine(FCNSyncNet(build_model(loaded.state_dict)), calibration(FCNEngine.name, spec), loaded.describe())
+    loaded, calib = engine_weights(FCNEngine.name)
+    return FCNEngine(FCNSyncNet(build_model(loaded.state_dict)), calib, loaded.describe())

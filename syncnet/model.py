@@ -183,12 +183,7 @@ class SyncNetEngine:
 
 def load_engine() -> SyncNetEngine:
     """The ``syncnet`` engine with the weights from :mod:`syncnet.weights`; EngineUnavailable if they cannot be had."""
-    from syncnet.engines import EngineUnavailable
-    from syncnet.weights import WeightsError, calibration, load_spec, shared_weights
+    from syncnet.weights import engine_weights
 
-    spec = load_spec()
-    try:
-        loaded = shared_weights(spec)
-    except WeightsError as error:
-        raise EngineUnavailable(f"SyncNet weights: {error}") from error
-    return SyncNetEngine(build_model(loaded.state_dict), calibration(SyncNetEngine.name, spec), loaded.describe())
+    loaded, calib = engine_weights(SyncNetEngine.name)
+    return SyncNetEngine(build_model(loaded.state_dict), calib, loaded.describe())

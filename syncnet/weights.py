@@ -220,3 +220,15 @@ def shared_weights(spec: WeightsSpec | None = None) -> LoadedWeights:
     if isinstance(outcome, WeightsError):
         raise outcome
     return outcome
+
+
+def engine_weights(engine: str) -> tuple[LoadedWeights, Calibration]:
+    """The shared weights and ``engine``'s calibration; EngineUnavailable (with the reason) if they cannot be had."""
+    from syncnet.engines import EngineUnavailable
+
+    spec = load_spec()
+    try:
+        loaded = shared_weights(spec)
+    except WeightsError as error:
+        raise EngineUnavailable(f"SyncNet weights: {error}") from error
+    return loaded, calibration(engine, spec)
