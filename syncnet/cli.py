@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
 EXIT_OK = 0
 EXIT_BAD_INPUT = 2
+EXIT_OUTPUT_CLOSED = 1
 DEFAULT_WINDOW_S = 5.0
 
 log = logging.getLogger("syncnet")
@@ -73,6 +74,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "detect":
             return detect(args)
         return stream(args)
+    except BrokenPipeError:  # the reader of stdout went away (e.g. `| head`): stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OUTPUT_CLOSED
     except (ValueError, OSError) as error:  # bad input: MediaError, NoFaceError, HlsError, missing file...
         message = " ".join(str(error).split()) or type(error).__name__
         print(f"syncnet: error: {message}", file=sys.stderr)
