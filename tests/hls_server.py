@@ -13,14 +13,13 @@ bodies, playlists pointing anywhere). `server.requests` records every path asked
 from __future__ import annotations
 
 import http.server
-import subprocess
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-import imageio_ffmpeg
+from tests.media_tools import ffmpeg
 
 Route = Callable[[http.server.BaseHTTPRequestHandler], None]
 ENDLESS_LIMIT_BYTES = 2 * 2**30  # an "endless" body still stops somewhere
@@ -56,14 +55,14 @@ def make_hls(clip: Path, out_dir: Path, *, seconds: float | None = None, hls_tim
              size: str = "160:120") -> HlsStream:
     """Encode `clip` (optionally its first `seconds`) to HLS with ffmpeg: H.264 + AAC in MPEG-TS segments."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", "-i", str(clip)]
+    cmd = ["-i", str(clip)]
     if seconds is not None:
         cmd += ["-t", f"{seconds}"]
     cmd += ["-vf", f"scale={size}", "-r", "25", "-c:v", "libx264", "-preset", "ultrafast", "-g", "25",
             "-sc_threshold", "0", "-c:a", "aac", "-ar", "16000", "-ac", "1",
             "-f", "hls", "-hls_time", str(hls_time), "-hls_list_size", "0",
             "-hls_segment_filename", str(out_dir / "seg%03d.ts"), str(out_dir / "index.m3u8")]
-    subprocess.run(cmd, check=True, timeout=120)
+    ffmpeg(*cmd)
     segments, durations, target = [], [], hls_time
     for line in (out_dir / "index.m3u8").read_text().splitlines():
         if line.startswith("#EXT-X-TARGETDURATION:"):

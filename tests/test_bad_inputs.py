@@ -15,10 +15,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import imageio_ffmpeg
 import numpy as np
 import pytest
 
+from tests.media_tools import ffmpeg
 from tests.paths import CLIPS
 from tests.synthetic_weights import write_weights
 
@@ -79,11 +79,6 @@ CASES = [
     Case("audio_5.1.mp4", ["-i", "{base}", "-af", "pan=5.1|FL=c0|FR=c0|FC=c0|LFE=c0|BL=c0|BR=c0", "-c:v", "copy",
                            "-c:a", "aac"], "same"),
 ]
-
-
-def ffmpeg(*args: str) -> None:
-    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", *args],
-                   check=True, timeout=120)
 
 
 def make_corpus(folder: Path) -> dict[str, Path]:

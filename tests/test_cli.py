@@ -7,10 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import imageio_ffmpeg
 import pytest
 
 from tests.hls_server import TestServer, make_hls
+from tests.media_tools import ffmpeg
 from tests.paths import CLIPS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -83,12 +83,8 @@ def test_detect_json_lists_engines_that_cannot_run(tmp_path):
 
 def audio_early(src: Path, dst: Path, ms: int) -> Path:
     """A copy of ``src`` whose audio leads the lips by ``ms``: the first ``ms`` of sound cut, the video kept."""
-    subprocess.run(
-        [imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-y", "-i", str(src), "-map", "0:v", "-map", "0:a",
-         "-c:v", "copy", "-af", f"atrim=start={ms / 1000},asetpts=PTS-STARTPTS,apad", "-shortest", "-c:a", "aac",
-         str(dst)],
-        check=True, timeout=60,
-    )
+    ffmpeg("-i", str(src), "-map", "0:v", "-map", "0:a", "-c:v", "copy",
+           "-af", f"atrim=start={ms / 1000},asetpts=PTS-STARTPTS,apad", "-shortest", "-c:a", "aac", str(dst), timeout=60)
     return dst
 
 

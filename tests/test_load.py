@@ -3,15 +3,14 @@ limits hold (which is what bounds memory), and the server stays within a memory 
 from __future__ import annotations
 
 import copy
-import subprocess
 import threading
 import time
 
-import imageio_ffmpeg
 import pytest
 from gradio_client import Client, handle_file
 
 from syncnet import pipeline
+from tests.media_tools import ffmpeg
 from tests.paths import CLIPS
 
 pytestmark = pytest.mark.slow
@@ -29,8 +28,8 @@ def rss_mb() -> float:
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory):
     path = tmp_path_factory.mktemp("load") / "clip.mp4"
-    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-i", str(SOURCE), "-t", "2.5",
-                    "-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac", str(path)], check=True, timeout=60)
+    ffmpeg("-i", str(SOURCE), "-t", "2.5", "-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac", str(path),
+           timeout=60)
     return path
 
 
@@ -108,9 +107,10 @@ def test_queue_limit_turns_extra_requests_away(app_url, clip, counted):
     """With every worker busy, QUEUE_SIZE requests wait and the rest are refused at once; the waiting ones finish.
 
     The held requests answer with one stored report: this test is about the queue, the one above about results."""
-    import app
     from gradio_client.exceptions import AppError
     from gradio_client.utils import QueueError, Status
+
+    import app
 
     counted["canned"] = pipeline.analyze_file(clip, ENGINES)
     counted["gate"] = gate = threading.Event()

@@ -3,18 +3,12 @@
 import subprocess
 from pathlib import Path
 
-import imageio_ffmpeg
 import numpy as np
 import pytest
 
 from syncnet.media import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME, Media, MediaError, load_media, probe_media
+from tests.media_tools import FFMPEG, ffmpeg
 from tests.paths import CLIPS
-
-FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()
-
-
-def ffmpeg(*args: str, stdout=None) -> None:
-    subprocess.run([FFMPEG, "-y", "-hide_banner", "-loglevel", "error", *args], check=True, stdout=stdout)
 
 
 def flash_and_beep(

@@ -6,8 +6,9 @@ import pytest
 
 from syncnet.media import SAMPLES_PER_FRAME, MediaError, load_media
 from syncnet.remux import write_corrected
+from tests.media_tools import ffmpeg
 from tests.paths import CLIPS
-from tests.test_media import ffmpeg, flash_and_beep
+from tests.test_media import flash_and_beep
 
 
 def audio_lag(original: np.ndarray, shifted: np.ndarray, max_lag: int) -> int:
