@@ -15,9 +15,7 @@ import gradio as gr
 
 from syncnet import pipeline, plots
 from syncnet.engines import ENGINE_NAMES
-from syncnet.hls import stream_windows
 from syncnet.media import FPS
-from syncnet.netguard import check_url
 from syncnet.remux import write_corrected
 from syncnet.report import (
     RESULT_COLUMNS,
@@ -124,28 +122,21 @@ def monitor(url: str, engines: list[str], window_s: float, max_seconds: float, r
         raise gr.Error("Enter the http(s) URL of an HLS playlist (.m3u8).")
     rows: list[list] = []
     stop = _start_monitor(request.session_hash)
-    windows = stream_windows(
-        url.strip(),
-        window_s=float(window_s or STREAM_WINDOW_S),
-        max_seconds=min(float(max_seconds or STREAM_MAX_SECONDS), STREAM_MAX_SECONDS),
-        allow_private=False,  # unless SYNCNET_ALLOW_PRIVATE_HOSTS=1 in the server's environment (netguard)
-        stop=stop,
-    )
     try:
-        check_url(url.strip())  # refused at once, before the engines (netguard checks every later URL too)
-        pipeline.get_engines(engines)  # loaded before the first window; unknown names refused
-        for window in windows:
-            try:
-                report, error = pipeline.analyze_media(window.media, engines), None
-            except ValueError as failure:  # e.g. no face in this window: show it and keep following
-                report, error = None, str(failure)
+        for window in pipeline.analyze_stream(
+            url.strip(),
+            engines,
+            window_s=float(window_s or STREAM_WINDOW_S),
+            max_seconds=min(float(max_seconds or STREAM_MAX_SECONDS), STREAM_MAX_SECONDS),
+            stop=stop,  # private hosts only with SYNCNET_ALLOW_PRIVATE_HOSTS=1 in the server's environment
+        ):
             span = [round(window.t_start, 2), round(window.t_end, 2)]
-            if report is None:
-                rows.append([*span, "-", None, error, None])
-            for r in [] if report is None else report.results:
+            if window.report is None:
+                rows.append([*span, "-", None, window.error, None])
+            for r in [] if window.report is None else window.report.results:
                 verdict = describe_offset(r.offset_frames)
                 rows.append([*span, r.engine, r.offset_frames, verdict, round(r.confidence, 3)])
-            yield rows, window_to_dict(window.t_start, window.t_end, report, error)
+            yield rows, window_to_dict(window.t_start, window.t_end, window.report, window.error)
     except ValueError as error:  # refused URL, unreadable playlist, limits
         raise gr.Error(str(error)) from None
     finally:

@@ -119,29 +119,24 @@ def stream(args: argparse.Namespace) -> int:
     from syncnet.netguard import check_url
 
     check_url(args.url, allow_private=args.allow_private_hosts)  # a refused URL fails before anything heavy loads
-    from syncnet.hls import stream_windows
-    from syncnet.pipeline import analyze_media, get_engines
+    from syncnet.pipeline import analyze_stream
     from syncnet.report import summary_lines, window_to_dict
 
-    get_engines(args.engine)  # load once, before the first window arrives
-    windows = stream_windows(
-        args.url, window_s=args.window, max_seconds=args.max_seconds, allow_private=args.allow_private_hosts
+    windows = analyze_stream(
+        args.url, args.engine, window_s=args.window, max_seconds=args.max_seconds,
+        allow_private=args.allow_private_hosts,
     )
     try:
         for window in windows:
-            try:
-                report, error = analyze_media(window.media, args.engine), None
-            except ValueError as failure:  # e.g. no face in this window: say so and keep following
-                report, error = None, " ".join(str(failure).split())
             if args.json:
-                print(json.dumps(window_to_dict(window.t_start, window.t_end, report, error)), flush=True)
+                print(json.dumps(window_to_dict(window.t_start, window.t_end, window.report, window.error)), flush=True)
             else:
-                lines = [error] if report is None else summary_lines(report)
+                lines = [window.error] if window.report is None else summary_lines(window.report)
                 print(f"[{window.t_start:7.2f} - {window.t_end:7.2f} s]", *lines, sep="\n  ", flush=True)
     except KeyboardInterrupt:
         print("syncnet: stopped", file=sys.stderr)
     finally:
-        windows.close()  # closes the stream's connections
+        windows.close()
     return EXIT_OK
 
 

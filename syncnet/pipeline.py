@@ -7,14 +7,17 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 from syncnet import engines as registry
 from syncnet.audio import mfcc
 from syncnet.engines import ENGINE_NAMES, Engine, EngineInput, Skipped
 from syncnet.faces import crop_faces, lip_shapes, mouth_crops, track_face
+from syncnet.hls import stream_windows
 from syncnet.media import SAMPLES_PER_FRAME, Media, MediaError, load_media
+from syncnet.netguard import check_url
 from syncnet.plots import sample_frames
 from syncnet.report import Report
 
@@ -141,6 +144,42 @@ def analyze_media(
         crops=sample_frames(crops),
         mouths=sample_frames(mouths),
     )
+
+
+@dataclass
+class WindowReport:
+    """One window of a stream: its report, or the one-line reason it has none (e.g. no face in it)."""
+
+    t_start: float
+    t_end: float
+    report: Report | None
+    error: str | None = None
+
+
+def analyze_stream(
+    url: str,
+    engine_names: str | Sequence[str] | None = None,
+    *,
+    window_s: float,
+    max_seconds: float | None = None,
+    allow_private: bool = False,
+    stop: threading.Event | None = None,
+) -> Iterator[WindowReport]:
+    """Follow an HLS stream window by window; a window that cannot be analysed does not end the stream.
+
+    A refused URL fails before the engines load; an unreadable playlist or a limit ends it with a ValueError.
+    """
+    check_url(url, allow_private=allow_private)
+    get_engines(engine_names)  # loaded before the first window arrives; unknown names refused
+    windows = stream_windows(url, window_s=window_s, max_seconds=max_seconds, allow_private=allow_private, stop=stop)
+    try:
+        for window in windows:
+            try:
+                yield WindowReport(window.t_start, window.t_end, analyze_media(window.media, engine_names))
+            except ValueError as failure:
+                yield WindowReport(window.t_start, window.t_end, None, " ".join(str(failure).split()))
+    finally:
+        windows.close()  # closes the stream's connections
 
 
 def _report(progress: Progress | None, fraction: float, what: str) -> None:
