@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import atexit
 import shutil
+import signal
+import sys
 import tempfile
 import threading
 from pathlib import Path
@@ -259,4 +261,6 @@ def launch(**kwargs) -> tuple:
 
 
 if __name__ == "__main__":
+    # Stopped with SIGTERM (kill, a Space restart): exit normally so that the atexit clean-up removes OUTPUT_ROOT.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
     launch()

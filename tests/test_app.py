@@ -1,6 +1,11 @@
 """The app as its API users see it: launched on 127.0.0.1, called with gradio_client on a real clip."""
 from __future__ import annotations
 
+import os
+import signal
+import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -143,3 +148,30 @@ def test_stop_stream_ends_a_live_monitor(client, tmp_path, monkeypatch):
         asked = len(server.requests)
         time.sleep(4.0)
         assert len(server.requests) == asked  # nothing more is read
+
+
+def test_stopping_the_app_with_sigterm_removes_its_temp_folder(tmp_path):
+    """`python app.py` stopped as a process manager stops it leaves nothing in the temp folder."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, "TMPDIR": str(tmp_path), "HF_HUB_OFFLINE": "1", "GRADIO_SERVER_NAME": "127.0.0.1",
+           "GRADIO_SERVER_PORT": str(port), "GRADIO_ANALYTICS_ENABLED": "False"}
+    server = subprocess.Popen([sys.executable, "app.py"], cwd=Path(app.__file__).parent, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.5)
+        else:
+            pytest.fail("the app did not start within 60 s")
+        assert list(tmp_path.glob("syncnet-app-*")), "the app keeps its outputs under TMPDIR"
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(timeout=30) == 0
+    finally:
+        server.kill()
+    assert list(tmp_path.glob("syncnet-app-*")) == []
