@@ -6,6 +6,8 @@ corrected video), /stream (HLS URL -> a new result per window until the stream e
 from __future__ import annotations
 
 import atexit
+import contextlib
+import logging
 import shutil
 import signal
 import sys
@@ -17,7 +19,8 @@ import gradio as gr
 
 from syncnet import pipeline, plots
 from syncnet.engines import ENGINE_NAMES
-from syncnet.media import FPS
+from syncnet.constants import DEFAULT_WINDOW_S
+from syncnet.errors import SyncNetError
 from syncnet.remux import write_corrected
 from syncnet.report import (
     RESULT_COLUMNS,
@@ -34,12 +37,14 @@ MAX_UPLOAD_BYTES = 50 * 1024 * 1024  # refused by Gradio before anything is deco
 MAX_DURATION_S = 60.0  # refused by load_media before frames are decoded
 CONCURRENCY_LIMIT = 2  # analyses running at once; the rest wait in the queue
 QUEUE_SIZE = 16  # requests waiting at most; more are turned away
-STREAM_WINDOW_S = 5.0
+STREAM_WINDOW_S = DEFAULT_WINDOW_S
 STREAM_MAX_SECONDS = 600.0  # a monitor holds a worker: it stops after this much stream at most
 CACHE_TTL_S = 900  # Gradio's copies of uploads and results are removed this long after they were made
 EXAMPLES_DIR = Path(__file__).parent / "examples"
 EXAMPLE_SUFFIXES = (".mp4", ".webm", ".mov")
 STREAM_COLUMNS = ["t_start (s)", "t_end (s)", "engine", "offset (frames)", "verdict", "confidence"]
+
+log = logging.getLogger("syncnet.app")
 
 OUTPUT_ROOT = Path(tempfile.mkdtemp(prefix="syncnet-app-"))  # corrected videos, until Gradio has copied them
 atexit.register(shutil.rmtree, OUTPUT_ROOT, ignore_errors=True)
@@ -51,9 +56,23 @@ def _require_video(video: str | None) -> str:
     return video
 
 
+@contextlib.contextmanager
+def user_errors(what: str):
+    """Bad input becomes its one-line message; anything else is a bug: logged with its traceback, shown as such."""
+    try:
+        yield
+    except (SyncNetError, OSError) as error:
+        raise gr.Error(str(error) or type(error).__name__) from None
+    except gr.Error:
+        raise
+    except Exception as bug:
+        log.exception("internal error while %s", what)
+        raise gr.Error(f"Internal error while {what} (a bug, logged on the server): {type(bug).__name__}") from None
+
+
 def _run(video: str | None, engines: list[str], progress: gr.Progress) -> Report:
     """The pipeline on an uploaded file, with bad input turned into a message for the user."""
-    try:
+    with user_errors("analysing the video"):
         report = pipeline.analyze_file(
             _require_video(video),
             engines,
@@ -61,8 +80,6 @@ def _run(video: str | None, engines: list[str], progress: gr.Progress) -> Report
             max_duration_s=MAX_DURATION_S,
             max_bytes=MAX_UPLOAD_BYTES,
         )
-    except (ValueError, OSError) as error:
-        raise gr.Error(str(error)) from None
     report.input = Path(video).name  # the upload's name, not where the server keeps it
     return report
 
@@ -88,7 +105,7 @@ def analyze(video: str | None, engines: list[str], progress=gr.Progress()):
             try:
                 write_corrected(video, corrected, offset)
                 verdict += f"\n\nCorrected video below: {describe_fix(offset)}."
-            except (ValueError, OSError) as error:
+            except (SyncNetError, OSError) as error:
                 verdict, corrected = verdict + f"\n\nThe corrected video could not be written: {error}", None
         yield (
             verdict,
@@ -113,8 +130,7 @@ def _verdict(report: Report) -> str:
     head = "No engine could run." if best is None else (
         f"### {describe_offset(best.offset_frames).capitalize()} ({best.engine})"
     )
-    start, stop = report.segment
-    lines.append(f"Face segment: frames {start}-{stop} of {report.frames} ({(stop - start) / FPS:.1f} s analysed).")
+    lines.append(f"Face: {report.face_summary}.")
     return "\n\n".join([head, *lines])
 
 
@@ -125,22 +141,21 @@ def monitor(url: str, engines: list[str], window_s: float, max_seconds: float, r
     rows: list[list] = []
     stop = _start_monitor(request.session_hash)
     try:
-        for window in pipeline.analyze_stream(
-            url.strip(),
-            engines,
-            window_s=float(window_s or STREAM_WINDOW_S),
-            max_seconds=min(float(max_seconds or STREAM_MAX_SECONDS), STREAM_MAX_SECONDS),
-            stop=stop,  # private hosts only with SYNCNET_ALLOW_PRIVATE_HOSTS=1 in the server's environment
-        ):
-            span = [round(window.t_start, 2), round(window.t_end, 2)]
-            if window.report is None:
-                rows.append([*span, "-", None, window.error, None])
-            for r in [] if window.report is None else window.report.results:
-                verdict = describe_offset(r.offset_frames)
-                rows.append([*span, r.engine, r.offset_frames, verdict, round(r.confidence, 3)])
-            yield rows, window_to_dict(window.t_start, window.t_end, window.report, window.error)
-    except ValueError as error:  # refused URL, unreadable playlist, limits
-        raise gr.Error(str(error)) from None
+        with user_errors("following the stream"):  # refused URL, unreadable playlist, limits; or a bug
+            for window in pipeline.analyze_stream(
+                url.strip(),
+                engines,
+                window_s=float(window_s or STREAM_WINDOW_S),
+                max_seconds=min(float(max_seconds or STREAM_MAX_SECONDS), STREAM_MAX_SECONDS),
+                stop=stop,  # private hosts only with SYNCNET_ALLOW_PRIVATE_HOSTS=1 in the server's environment
+            ):
+                span = [round(window.t_start, 2), round(window.t_end, 2)]
+                if window.report is None:
+                    rows.append([*span, "-", None, window.error, None])
+                for r in [] if window.report is None else window.report.results:
+                    verdict = describe_offset(r.offset_frames)
+                    rows.append([*span, r.engine, r.offset_frames, verdict, round(r.confidence, 3)])
+                yield rows, window_to_dict(window.t_start, window.t_end, window.report, window.error)
     finally:
         _end_monitor(request.session_hash, stop)
 

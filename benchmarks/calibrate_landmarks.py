@@ -1,7 +1,7 @@
 """Fit the landmark engine's fixed choices from real clips, re-runnably.
 
 Default: measure the engine's systematic lag (lips move before the sound) on clips believed in sync and store it
-as ``calibration.landmarks`` = {scale: 1, bias: -median raw sub-frame offset} in weights_card/config.json, so that
+as ``calibration.landmarks`` = {scale: 1, bias: -median raw sub-frame offset} in syncnet/assets/card.json, so that
 the calibrated offset of an in-sync clip is ~0. ``--projection`` instead refits the two canonical directions
 (LIP_WEIGHTS, BAND_WEIGHTS, COMPONENT_WEIGHTS of
 syncnet/landmarks.py) on every other clip and prints them to paste into the module.
@@ -22,7 +22,7 @@ from benchmarks.clipdata import DEFAULT_CACHE, ClipData, load_clips
 from syncnet import landmarks
 from syncnet.landmarks import LandmarkEngine, band_slopes, lip_velocity, speech_weights
 from syncnet.scoring import summarize
-from syncnet.weights import CARD_CONFIG
+from syncnet.card import CARD_PATH as CARD_CONFIG
 
 log = logging.getLogger("calibrate_landmarks")
 

@@ -9,9 +9,11 @@ from __future__ import annotations
 import numpy as np
 from scipy.fft import dct
 
-SAMPLE_RATE = 16000
-WIN_LENGTH = 400  # 25 ms
-HOP_LENGTH = 160  # 10 ms
+from syncnet.constants import MFCC_HOP, MFCC_WINDOW_LENGTH, SAMPLE_RATE
+from syncnet.errors import EngineInputError
+
+WIN_LENGTH = MFCC_WINDOW_LENGTH  # 25 ms
+HOP_LENGTH = MFCC_HOP  # 10 ms
 N_FFT = 512
 N_FILTERS = 26
 N_CEPSTRA = 13
@@ -21,7 +23,7 @@ INT16_SCALE = 32768.0
 EPS = np.finfo(float).eps
 
 
-class AudioError(ValueError):
+class AudioError(EngineInputError):
     """The audio cannot be turned into MFCC features."""
 
 

@@ -1,7 +1,7 @@
 """The command line: ``python -m syncnet detect VIDEO`` and ``python -m syncnet stream HLS_URL``.
 
 JSON (``--json``) or plain lines go to stdout, progress to stderr. Exit codes: 0 done, 2 bad input or arguments
-(one line on stderr, no traceback).
+(one line on stderr, no traceback), 3 an internal error (a bug: its traceback goes to stderr).
 """
 from __future__ import annotations
 
@@ -10,12 +10,15 @@ import json
 import logging
 import os
 import sys
+import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn, Sequence
 
 from tqdm import tqdm
 
+from syncnet.constants import DEFAULT_WINDOW_S
 from syncnet.engines import ENGINE_NAMES
+from syncnet.errors import BadArgument, SyncNetError
 
 if TYPE_CHECKING:
     from syncnet.report import Report
@@ -23,13 +26,9 @@ if TYPE_CHECKING:
 EXIT_OK = 0
 EXIT_BAD_INPUT = 2
 EXIT_OUTPUT_CLOSED = 1
-DEFAULT_WINDOW_S = 5.0
+EXIT_INTERNAL_ERROR = 3
 
 log = logging.getLogger("syncnet")
-
-
-class BadInput(ValueError):
-    """A command-line argument that cannot be used."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -77,16 +76,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # the reader of stdout went away (e.g. `| head`): stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OUTPUT_CLOSED
-    except (ValueError, OSError) as error:  # bad input: MediaError, NoFaceError, HlsError, missing file...
+    except (SyncNetError, OSError) as error:  # bad input: MediaError, NoFaceError, HlsError, missing file...
         message = " ".join(str(error).split()) or type(error).__name__
         print(f"syncnet: error: {message}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except Exception as bug:  # anything else is a bug, never "bad input"
+        traceback.print_exc(file=sys.stderr)
+        print(f"syncnet: internal error (a bug, please report it with the traceback above): "
+              f"{type(bug).__name__}: {bug}", file=sys.stderr)
+        return EXIT_INTERNAL_ERROR
 
 
 # The commands import the pipeline (torch, MediaPipe) only when they run: argument errors stay instant.
 def detect(args: argparse.Namespace) -> int:
     if args.fix and Path(args.fix).resolve() == Path(args.video).resolve():
-        raise BadInput("--fix must name a new file, not the input video")
+        raise BadArgument("--fix must name a new file, not the input video")
     from syncnet.pipeline import analyze_file
     from syncnet.report import summary_lines
 
@@ -108,14 +112,14 @@ def _write_fix(video: str, out: str, report: Report) -> None:
 
     offset = report.fix_offset_frames()
     if offset is None:
-        raise BadInput("no engine could run, so there is no offset to correct")
+        raise BadArgument("no engine could run, so there is no offset to correct")
     write_corrected(video, out, offset)
     print(f"syncnet: wrote {out}: {describe_fix(offset)}", file=sys.stderr)
 
 
 def stream(args: argparse.Namespace) -> int:
     if args.window <= 0 or (args.max_seconds is not None and args.max_seconds <= 0):
-        raise BadInput("--window and --max-seconds must be positive")
+        raise BadArgument("--window and --max-seconds must be positive")
     from syncnet.netguard import check_url
 
     check_url(args.url, allow_private=args.allow_private_hosts)  # a refused URL fails before anything heavy loads

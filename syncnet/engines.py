@@ -8,6 +8,7 @@ from typing import Protocol, Sequence
 
 import numpy as np
 
+from syncnet.errors import BadArgument, SyncNetError
 from syncnet.scoring import SyncResult
 
 log = logging.getLogger(__name__)
@@ -21,7 +22,7 @@ ENGINE_FACTORIES = {
 ENGINE_NAMES = tuple(ENGINE_FACTORIES)
 
 
-class EngineUnavailable(RuntimeError):
+class EngineUnavailable(SyncNetError):
     """An engine cannot run here (e.g. its weights cannot be had); the message says why."""
 
 
@@ -54,7 +55,7 @@ class Skipped:
 def load_engine(name: str) -> Engine:
     """Load one engine by name; raises EngineUnavailable when it cannot run here."""
     if name not in ENGINE_FACTORIES:
-        raise ValueError(f"unknown engine {name!r}; choose from {', '.join(ENGINE_NAMES)}")
+        raise BadArgument(f"unknown engine {name!r}; choose from {', '.join(ENGINE_NAMES)}")
     module_name, function_name = ENGINE_FACTORIES[name].split(":")
     factory = getattr(importlib.import_module(module_name), function_name)
     return factory()

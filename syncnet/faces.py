@@ -28,7 +28,8 @@ from mediapipe.tasks.python.core.base_options import BaseOptions
 from scipy import signal
 from scipy.interpolate import interp1d
 
-from syncnet.media import FPS, SAMPLES_PER_FRAME, MediaError
+from syncnet.constants import CROP_SIZE, FPS, MAX_OFFSET, MIN_TRACK_S, SAMPLES_PER_FRAME
+from syncnet.errors import FaceModelError, NoFaceError
 
 log = logging.getLogger(__name__)
 
@@ -40,12 +41,12 @@ MODEL_SHA256 = "64184e229b263107bc2b804c6625db1341ff2bb731874b0bcc2fe6544e0bc9ff
 
 MAX_FACES = 4  # faces tracked at once
 SCAN_EVERY = 25  # frames between the looks that count faces before tracking (tracking fewer faces is faster)
-MIN_TRACK_FRAMES = int(FPS)  # a usable face segment lasts at least 1 s
+MIN_TRACK_FRAMES = int(MIN_TRACK_S * FPS)  # a usable face segment lasts at least 1 s
 MAX_GAP_FRAMES = 12  # missed detections bridged by interpolation (0.48 s); longer gaps split a track
 MIN_IOU = 0.3  # box overlap linking a detection to a track
 CUT_THRESHOLD = 27.0  # mean HSV change between frames that counts as a scene cut (PySceneDetect's default)
 CLOSEUP_PAD = 0.3  # if faces are missed, retry on frames padded by this share of their size (webcam close-ups)
-MAX_LAG_FRAMES = 15  # lags searched when matching lip motion to audio energy
+MAX_LAG_FRAMES = MAX_OFFSET  # lags searched when matching lip motion to audio energy
 
 # S3FD-like face box from the landmark bounding box (side = the larger of its width and height):
 # fitted on the 12 clips of ../shared/clips that are 224x224 face tracks cut in SyncNet's convention
@@ -57,7 +58,6 @@ BOX_SHIFT_Y = -0.05
 
 # SyncNet crop convention (joonson/syncnet_python run_pipeline.py crop_video)
 CROP_SCALE = 0.4
-CROP_SIZE = 224
 PAD_VALUE = 110
 SMOOTH_KERNEL = 13  # median filter over frames, as scipy.signal.medfilt(kernel_size=13) there
 MOUTH_CROP_SCALE = 0.6  # mouth crop side as a share of the face box side
@@ -71,14 +71,6 @@ MOUTH_LEFT, MOUTH_RIGHT = 61, 291
 EYE_OUTER_RIGHT, EYE_OUTER_LEFT = 33, 263
 NOSE_TIP, CHIN = 1, 152
 LIP_FEATURES = ("inner_gap", "mouth_width", "outer_height", "inner_area", "jaw_drop")  # columns of lip_shapes
-
-
-class NoFaceError(MediaError):
-    """No face (or none visible long enough) to judge lip sync."""
-
-
-class FaceModelError(RuntimeError):
-    """The face model is corrupt or cannot be fetched."""
 
 
 @dataclass

@@ -23,7 +23,8 @@ from typing import Iterator
 from urllib.parse import urljoin, urlsplit
 
 from . import netguard
-from .media import Media, MediaError, load_media
+from .errors import HlsError, MediaError
+from .media import Media, load_media
 
 log = logging.getLogger(__name__)
 
@@ -36,10 +37,6 @@ MAX_SEGMENT_S = 60.0  # longest #EXTINF accepted
 MAX_TARGET_DURATION_S = 60
 STALL_TARGETS = 3  # by default a live playlist without a new segment for 3 target durations + 5 s has stalled
 ATTRIBUTE = re.compile(r'([A-Z0-9-]+)=("[^"]*"|[^",]*)')
-
-
-class HlsError(ValueError):
-    """The stream cannot be read: refused URL, unreadable or unsupported playlist, a limit reached."""
 
 
 @dataclass(frozen=True)

@@ -17,8 +17,10 @@ import time
 import numpy as np
 from scipy.ndimage import maximum_filter1d
 
+from syncnet.card import calibration
+from syncnet.constants import MFCC_HOP, MFCC_STEPS_PER_FRAME, MFCC_WINDOW_LENGTH, SAMPLE_RATE, SAMPLES_PER_FRAME
 from syncnet.engines import EngineInput
-from syncnet.media import SAMPLE_RATE, SAMPLES_PER_FRAME
+from syncnet.errors import EngineInputError
 from syncnet.scoring import OFFSETS, Calibration, SyncResult, summarize
 
 log = logging.getLogger(__name__)
@@ -26,10 +28,10 @@ log = logging.getLogger(__name__)
 NAME = "landmarks"
 
 # audio analysis: 25 ms Hann windows every 10 ms (4 per video frame), as SyncNet's MFCC
-WINDOW = 400
-HOP = 160
+WINDOW = MFCC_WINDOW_LENGTH
+HOP = MFCC_HOP
 N_FFT = 512
-STEPS_PER_FRAME = SAMPLES_PER_FRAME // HOP  # 4
+STEPS_PER_FRAME = MFCC_STEPS_PER_FRAME  # 4
 BAND_EDGES_HZ = np.geomspace(150.0, 7000.0, 9)  # 8 log-spaced bands
 DYNAMIC_RANGE_DB = 50.0  # band levels are floored this far below their 95th percentile
 SILENCE_DB = -90.0  # frames quieter than this (digital silence, padding) carry no weight
@@ -48,7 +50,7 @@ COMPONENT_WEIGHTS = np.array([0.4449, 0.1964])
 NUM_LIP_FEATURES = LIP_WEIGHTS.shape[0]
 
 
-class LandmarkInputError(ValueError):
+class LandmarkInputError(EngineInputError):
     """The lip-shape series or the audio cannot be scored (wrong shape, too short, not finite)."""
 
 
@@ -175,7 +177,5 @@ class LandmarkEngine:
 
 
 def load_engine() -> LandmarkEngine:
-    """The landmark engine with the calibration stored in weights_card/config.json (``calibration.landmarks``)."""
-    from syncnet.weights import calibration
-
+    """The landmark engine with the calibration stored in the card (``calibration.landmarks``)."""
     return LandmarkEngine(calibration(NAME))

@@ -18,13 +18,14 @@ from typing import BinaryIO
 import av
 import numpy as np
 
+from syncnet.constants import FPS, MIN_TRACK_S, SAMPLE_RATE, SAMPLES_PER_FRAME
+from syncnet.errors import MediaError
+
 log = logging.getLogger(__name__)
 
-FPS = 25.0
-SAMPLE_RATE = 16000
-SAMPLES_PER_FRAME = int(SAMPLE_RATE / FPS)  # 640
+__all__ = ["FPS", "SAMPLE_RATE", "SAMPLES_PER_FRAME", "MediaError", "Media", "MediaInfo", "load_media", "probe_media"]
 
-MIN_DURATION_S = 1.0  # shortest overlap of audio and video we accept
+MIN_DURATION_S = MIN_TRACK_S  # shortest overlap of audio and video we accept
 MAX_DURATION_S = 60.0  # default limit on the length of a file
 MAX_BYTES = 200 * 2**20  # default limit on the size of a file
 MAX_SIDE = 1280  # frames larger than this (longest side) are scaled down while decoding
@@ -33,10 +34,6 @@ MAX_SIDE = 1280  # frames larger than this (longest side) are scaled down while 
 FORMAT_WHITELIST = "mov,matroska,avi,mpegts,mpeg,flv,ogg,asf,mxf,wav,mp3,aac,flac"
 
 Source = str | os.PathLike | BinaryIO  # a path, or a seekable binary file object (e.g. io.BytesIO)
-
-
-class MediaError(ValueError):
-    """The file cannot be used: unreadable, missing a stream, too short, too long or too large."""
 
 
 @dataclass

@@ -14,23 +14,29 @@ import numpy as np
 import torch
 from torch import nn
 
+from syncnet.constants import (
+    AUDIO_WINDOW_STEPS,
+    CROP_SIZE,
+    LIP_WINDOW_FRAMES,
+    MAX_OFFSET,
+    MFCC_STEPS_PER_FRAME,
+    SAMPLES_PER_FRAME,
+)
+from syncnet.errors import EngineInputError
 from syncnet.scoring import Calibration, SyncResult, summarize
 
 if TYPE_CHECKING:
     from syncnet.engines import EngineInput
 
-VIDEO_WINDOW = 5  # frames per lip window
-MFCC_WINDOW = 20  # MFCC steps per audio window
-MFCC_PER_FRAME = 4  # 100 MFCC steps/s over 25 video frames/s
-SAMPLES_PER_FRAME = 640  # 16 kHz over 25 frames/s
-MAX_OFFSET = 15  # frames searched either way
+VIDEO_WINDOW = LIP_WINDOW_FRAMES  # frames per lip window
+MFCC_WINDOW = AUDIO_WINDOW_STEPS  # MFCC steps per audio window
+MFCC_PER_FRAME = MFCC_STEPS_PER_FRAME  # 100 MFCC steps/s over 25 video frames/s
 EMBED_DIM = 1024
-CROP_SIZE = 224
 BATCH_SIZE = 20  # windows per forward pass, as the original evaluation
 PDIST_EPS = 1e-6  # torch.nn.functional.pairwise_distance's default
 
 
-class SyncNetInputError(ValueError):
+class SyncNetInputError(EngineInputError):
     """The crops, audio or MFCC handed to a SyncNet engine cannot be scored."""
 
 

@@ -21,6 +21,8 @@ from urllib.parse import urljoin
 
 import httpx
 
+from syncnet.errors import NetworkError
+
 log = logging.getLogger(__name__)
 
 ALLOW_PRIVATE_ENV = "SYNCNET_ALLOW_PRIVATE_HOSTS"
@@ -36,7 +38,7 @@ NAT64 = ipaddress.ip_network("64:ff9b::/96")
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
-class NetGuardError(ValueError):
+class NetGuardError(NetworkError):
     """A URL was refused (scheme, address, size, time) or could not be fetched."""
 
 

@@ -16,7 +16,9 @@ from syncnet.audio import mfcc
 from syncnet.engines import ENGINE_NAMES, Engine, EngineInput, Skipped
 from syncnet.faces import crop_faces, lip_shapes, mouth_crops, track_face
 from syncnet.hls import stream_windows
-from syncnet.media import SAMPLES_PER_FRAME, Media, MediaError, load_media
+from syncnet.constants import SAMPLES_PER_FRAME
+from syncnet.errors import BadArgument, SilentAudioError, SyncNetError
+from syncnet.media import Media, load_media
 from syncnet.netguard import check_url
 from syncnet.plots import sample_frames
 from syncnet.report import Report
@@ -28,8 +30,11 @@ Progress = Callable[[float, str], None]  # (fraction done in [0, 1], what is hap
 FACES_DONE = 0.45  # progress fraction reached when the face stage ends; engines share the rest
 SILENT_PEAK = 1e-4  # a soundtrack whose samples all stay below this (-80 dBFS) is silent: no offset to measure
 
+SKIPPED_RETRY_S = 60.0  # an engine that could not load (e.g. the Hub unreachable) is tried again after this long
+INTERNAL_ERROR = "internal error (a bug, logged with its details): {kind}"
+
 _lock = threading.Lock()
-_loaded: dict[str, Engine | Skipped] = {}
+_loaded: dict[str, tuple[float, Engine | Skipped]] = {}
 
 
 def resolve_engines(choice: str | Sequence[str] | None) -> list[str]:
@@ -38,10 +43,10 @@ def resolve_engines(choice: str | Sequence[str] | None) -> list[str]:
         return list(ENGINE_NAMES)
     names = [choice] if isinstance(choice, str) else list(choice)
     if not names:
-        raise ValueError("choose at least one engine")
+        raise BadArgument("choose at least one engine")
     for name in names:
         if name not in ENGINE_NAMES:
-            raise ValueError(f"unknown engine {name!r}; choose from {', '.join(ENGINE_NAMES)} or all")
+            raise BadArgument(f"unknown engine {name!r}; choose from {', '.join(ENGINE_NAMES)} or all")
     return list(dict.fromkeys(names))
 
 
@@ -50,10 +55,12 @@ def get_engines(choice: str | Sequence[str] | None = None) -> tuple[list[Engine]
     names = resolve_engines(choice)
     with _lock:
         for name in names:
-            if name not in _loaded:
-                _loaded[name] = _load(name)
-    engines = [_loaded[n] for n in names if not isinstance(_loaded[n], Skipped)]
-    skipped = [_loaded[n] for n in names if isinstance(_loaded[n], Skipped)]
+            when, outcome = _loaded.get(name, (0.0, None))
+            if outcome is None or (isinstance(outcome, Skipped) and time.monotonic() - when > SKIPPED_RETRY_S):
+                _loaded[name] = (time.monotonic(), _load(name))
+        outcomes = [_loaded[n][1] for n in names]
+    engines = [o for o in outcomes if not isinstance(o, Skipped)]
+    skipped = [o for o in outcomes if isinstance(o, Skipped)]
     return engines, skipped
 
 
@@ -105,7 +112,7 @@ def analyze_media(
 ) -> Report:
     """Run the face stage once and every chosen engine on the speaking face's segment."""
     if not (abs(media.audio) >= SILENT_PEAK).any():
-        raise MediaError("the soundtrack is silent: there is no sound to sync the lips with")
+        raise SilentAudioError("the soundtrack is silent: there is no sound to sync the lips with")
     engines, skipped = get_engines(engine_names)
     timing = {"decode": decode_s}
 
@@ -141,6 +148,7 @@ def analyze_media(
         timing_s=timing,
         skipped=skipped,
         segment=(track.start, track.stop),
+        face_summary=track.describe(),
         crops=sample_frames(crops),
         mouths=sample_frames(mouths),
     )
@@ -167,7 +175,7 @@ def analyze_stream(
 ) -> Iterator[WindowReport]:
     """Follow an HLS stream window by window; a window that cannot be analysed does not end the stream.
 
-    A refused URL fails before the engines load; an unreadable playlist or a limit ends it with a ValueError.
+    A refused URL fails before the engines load; an unreadable playlist or a limit ends it with an HlsError.
     """
     check_url(url, allow_private=allow_private)
     get_engines(engine_names)  # loaded before the first window arrives; unknown names refused
@@ -176,8 +184,11 @@ def analyze_stream(
         for window in windows:
             try:
                 yield WindowReport(window.t_start, window.t_end, analyze_media(window.media, engine_names))
-            except ValueError as failure:
-                yield WindowReport(window.t_start, window.t_end, None, " ".join(str(failure).split()))
+            except SyncNetError as failure:
+                yield WindowReport(window.t_start, window.t_end, None, str(failure))
+            except Exception as bug:  # a bug must not end the monitor: say so, log it, go on with the next window
+                log.exception("internal error in the stream window %.2f-%.2f s", window.t_start, window.t_end)
+                yield WindowReport(window.t_start, window.t_end, None, INTERNAL_ERROR.format(kind=type(bug).__name__))
     finally:
         windows.close()  # closes the stream's connections
 

@@ -7,7 +7,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure  # no pyplot: figures are plain objects (thread-safe, no display needed)
 
-from syncnet.media import FPS
+from syncnet.constants import FPS
 from syncnet.scoring import OFFSETS, SyncResult
 
 STRIP_FRAMES = 8  # crops shown in the strip

@@ -17,7 +17,9 @@ import av
 import numpy as np
 from av.bitstream import BitStreamFilterContext
 
-from syncnet.media import FPS, MediaError, open_container, probe_media, video_stream
+from syncnet.constants import FPS
+from syncnet.errors import MediaError
+from syncnet.media import open_container, probe_media, video_stream
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from syncnet.engines import Skipped
-from syncnet.media import FPS
+from syncnet.constants import FPS
 from syncnet.scoring import MS_PER_FRAME, SyncResult
 
 # The engine whose offset drives the corrected video, best first.
@@ -27,6 +27,7 @@ class Report:
     skipped: list[Skipped]
     fps: float = FPS
     segment: tuple[int, int] = (0, 0)  # [start, stop) frames of the face segment the engines saw
+    face_summary: str = ""  # which face was followed, over which frames (FaceTrack.describe())
     crops: np.ndarray | None = field(default=None, repr=False)  # uint8 (n, 224, 224, 3) sample of face crops
     mouths: np.ndarray | None = field(default=None, repr=False)  # uint8 (n, h, w, 3) sample of mouth crops
 
@@ -43,6 +44,7 @@ class Report:
         }
         if detail:
             out["segment"] = {"start_frame": int(self.segment[0]), "stop_frame": int(self.segment[1])}
+            out["face"] = self.face_summary
         return out
 
     def to_json(self, detail: bool = False, indent: int | None = None) -> str:

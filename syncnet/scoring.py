@@ -11,12 +11,11 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.signal import medfilt
 
-from syncnet.media import FPS
+from syncnet.constants import MAX_OFFSET, MS_PER_FRAME
+from syncnet.errors import EngineInputError
 
-MAX_OFFSET = 15
 OFFSETS = np.arange(-MAX_OFFSET, MAX_OFFSET + 1)
 FRAME_CONFIDENCE_FILTER = 9  # median filter width of the original per-frame confidence
-MS_PER_FRAME = 1000.0 / FPS
 
 
 @dataclass(frozen=True)
@@ -75,7 +74,7 @@ def summarize(
     """Offset, LSE-D, LSE-C and per-window confidence from per-window distances, as SyncNet's evaluate() does."""
     window_dists = np.asarray(window_dists, dtype=np.float64)
     if window_dists.ndim != 2 or window_dists.shape[1] != len(OFFSETS) or window_dists.shape[0] == 0:
-        raise ValueError(f"window_dists must be (windows, {len(OFFSETS)}), got {window_dists.shape}")
+        raise EngineInputError(f"window_dists must be (windows, {len(OFFSETS)}), got {window_dists.shape}")
     dists = window_dists.mean(axis=0)
     # The original takes the first minimum in its own column order (offset 15 - j): the largest offset on ties.
     best = len(OFFSETS) - 1 - int(np.argmin(dists[::-1]))

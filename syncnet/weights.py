@@ -2,7 +2,7 @@
 
 Order: ``SYNCNET_WEIGHTS`` (a local file) -> the Hugging Face cache -> ``hf_hub_download`` (with a progress bar)
 -> :class:`WeightsUnavailable`. The Hub repo, revision, filename, expected size and sha256 come from
-``weights_card/config.json``; ``SYNCNET_WEIGHTS_REPO``, ``SYNCNET_WEIGHTS_REVISION`` and
+``syncnet/assets/card.json``; ``SYNCNET_WEIGHTS_REPO``, ``SYNCNET_WEIGHTS_REVISION`` and
 ``SYNCNET_WEIGHTS_FILENAME`` override them (the card's size and sha256 then no longer apply) and
 ``SYNCNET_WEIGHTS_SHA256`` pins a digest. Every file is read with ``torch.load(weights_only=True)`` and must have
 the exact ``syncnet_v2.model`` keys and shapes; its sha256 is logged so that it can be pinned in the card.
@@ -22,12 +22,13 @@ from urllib.parse import urlparse
 
 import torch
 
+from syncnet.card import CARD_PATH as CARD_CONFIG
+from syncnet.errors import WeightsError
 from syncnet.model import SyncNet
 from syncnet.scoring import Calibration
 
 log = logging.getLogger(__name__)
 
-CARD_CONFIG = Path(__file__).resolve().parent.parent / "weights_card" / "config.json"
 ENV_PATH = "SYNCNET_WEIGHTS"
 ENV_REPO = "SYNCNET_WEIGHTS_REPO"
 ENV_REVISION = "SYNCNET_WEIGHTS_REVISION"
@@ -36,10 +37,6 @@ ENV_SHA256 = "SYNCNET_WEIGHTS_SHA256"
 OPTIONAL_KEYS_SUFFIX = "num_batches_tracked"  # BatchNorm counters: unused in eval, absent in very old files
 CONNECT_TIMEOUT_S = 3.0  # quick reachability probe before hf_hub_download (which retries for ~30 s)
 FAILURE_MEMORY_S = 60.0  # engines loaded together share one failed attempt instead of each retrying
-
-
-class WeightsError(ValueError):
-    """The SyncNet weights cannot be used; the message says why."""
 
 
 class WeightsUnavailable(WeightsError):
@@ -64,7 +61,7 @@ class WeightsChecksumError(WeightsError):
 
 @dataclass(frozen=True)
 class WeightsSpec:
-    """Where the weights come from and what they must look like (``weights_card/config.json``)."""
+    """Where the weights come from and what they must look like (``syncnet/assets/card.json``)."""
 
     repo: str
     revision: str
@@ -196,7 +193,7 @@ def load_weights(spec: WeightsSpec | None = None, cache_dir: str | Path | None =
     if checks.sha256:
         log.info("SyncNet weights from %s: %s (%d bytes, sha256 %s, as pinned)", source, path, size, digest)
     else:  # shown by default, so that the digest can be pinned
-        log.warning("SyncNet weights from %s: %s (%d bytes, sha256 %s, not pinned: set it in weights_card/config.json "
+        log.warning("SyncNet weights from %s: %s (%d bytes, sha256 %s, not pinned: set it in syncnet/assets/card.json "
                     "or SYNCNET_WEIGHTS_SHA256)", source, path, size, digest)
     return LoadedWeights(state, path, source, digest)
 

@@ -3,10 +3,11 @@ import pytest
 
 from syncnet import engines
 from syncnet.engines import EngineUnavailable, Skipped, load_engines
+from syncnet.errors import SyncNetError
 
 
 def test_unknown_engine_is_refused():
-    with pytest.raises(ValueError, match="unknown engine 'nope'"):
+    with pytest.raises(SyncNetError, match="unknown engine 'nope'"):
         load_engines(["nope"])
 
 

@@ -8,7 +8,7 @@ from syncnet.engines import EngineInput, load_engines
 from syncnet.landmarks import NUM_LIP_FEATURES, LandmarkEngine, LandmarkInputError
 from syncnet.media import SAMPLES_PER_FRAME
 from syncnet.scoring import OFFSETS, Calibration
-from syncnet.weights import CARD_CONFIG
+from syncnet.card import CARD_PATH as CARD_CONFIG
 from tests.paths import CLIPS
 
 FRAMES = 150

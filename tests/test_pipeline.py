@@ -2,6 +2,7 @@
 import pytest
 
 from syncnet import pipeline
+from syncnet.errors import SyncNetError
 from tests.paths import CLIPS
 
 CLIP = CLIPS / "pcavs_posesrc_00067.mp4"
@@ -19,9 +20,9 @@ def test_engine_choices():
     assert pipeline.resolve_engines("all") == ["syncnet", "fcn", "landmarks"]
     assert pipeline.resolve_engines("fcn") == ["fcn"]
     assert pipeline.resolve_engines(["landmarks", "fcn", "landmarks"]) == ["landmarks", "fcn"]
-    with pytest.raises(ValueError, match="unknown engine 'nope'"):
+    with pytest.raises(SyncNetError, match="unknown engine 'nope'"):
         pipeline.resolve_engines(["nope"])
-    with pytest.raises(ValueError, match="at least one engine"):
+    with pytest.raises(SyncNetError, match="at least one engine"):
         pipeline.resolve_engines([])
 
 

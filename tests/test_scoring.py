@@ -2,6 +2,7 @@
 import numpy as np
 import pytest
 
+from syncnet.errors import SyncNetError
 from syncnet.scoring import OFFSETS, Calibration, refine_minimum, summarize
 from tests.paths import SYNCNET_REF
 
@@ -47,5 +48,5 @@ def test_calibration_is_applied_to_subframe_offset():
 
 
 def test_rejects_wrong_shape():
-    with pytest.raises(ValueError, match="window_dists"):
+    with pytest.raises(SyncNetError, match="window_dists"):
         summarize("x", np.zeros((3, 30)))

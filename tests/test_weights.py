@@ -12,6 +12,7 @@ import torch
 from syncnet import weights
 from syncnet.scoring import Calibration
 from syncnet.weights import (
+    CARD_CONFIG,
     WeightsChecksumError,
     WeightsCorrupt,
     WeightsMismatch,
@@ -61,7 +62,7 @@ def spec_for(path: Path, **changes) -> WeightsSpec:
 
 
 def test_card_config_is_complete():
-    card = json.loads((ROOT / "weights_card" / "config.json").read_text())
+    card = json.loads(CARD_CONFIG.read_text())
     assert card["hub_repo"] == REPO and card["filename"] == FILENAME and card["revision"]
     assert card["size_bytes"] == 54573114
     assert card["sha256"] is None and "cannot be read" in card["sha256_note"]
