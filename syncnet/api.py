@@ -20,14 +20,16 @@ def analyze(
     progress: Progress | None = None,
     max_duration_s: float | None = None,
     max_bytes: int | None = None,
+    crop: str = "track",
 ) -> Report:
     """Measure the audio-video offset of a video file with the chosen engines (all by default).
 
     ``progress(fraction, stage)`` is called as the work goes on. Raises :class:`syncnet.SyncNetError` for input
-    that cannot be used (missing or unreadable file, no face, no sound, too long...).
+    that cannot be used (missing or unreadable file, no face, no sound, too long...). ``crop`` is the scoring
+    protocol: ``"track"`` (syncnet_python's tracked face crops) or ``"full-frame"`` (Wav2Lip's LRS protocol).
     """
     return pipeline.analyze_file(
-        source, engines, progress=progress, max_duration_s=max_duration_s, max_bytes=max_bytes
+        source, engines, progress=progress, max_duration_s=max_duration_s, max_bytes=max_bytes, crop=crop
     )
 
 

@@ -14,4 +14,5 @@ MAX_OFFSET = 15  # offsets searched either way, in frames
 NUM_OFFSETS = 2 * MAX_OFFSET + 1  # 31 candidate offsets, -15..+15
 CROP_SIZE = 224  # side of a SyncNet face crop, pixels
 MIN_TRACK_S = 1.0  # shortest face track (and shortest file) that is scored
+CROP_PROTOCOLS = ("track", "full-frame")  # syncnet_python's tracked face crops; Wav2Lip's LRS full frames
 DEFAULT_WINDOW_S = 5.0  # length of a stream window (and of a window of a long file), seconds

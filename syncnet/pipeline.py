@@ -16,7 +16,7 @@ from syncnet.audio import mfcc
 from syncnet.engines import ENGINE_NAMES, Engine, EngineInput, Skipped
 from syncnet.faces import crop_faces, lip_shapes, mouth_crops, track_face
 from syncnet.hls import stream_windows
-from syncnet.constants import SAMPLES_PER_FRAME
+from syncnet.constants import CROP_PROTOCOLS, SAMPLES_PER_FRAME
 from syncnet.errors import BadArgument, SilentAudioError, SyncNetError
 from syncnet.media import Media, load_media
 from syncnet.netguard import check_url
@@ -94,8 +94,13 @@ def analyze_file(
     *,
     max_duration_s: float | None = None,
     max_bytes: int | None = None,
+    crop: str = "track",
 ) -> Report:
     """Decode a file (within the size and duration limits, the media module's defaults if None) and analyse it."""
+    if crop not in CROP_PROTOCOLS:
+        raise BadArgument(f"unknown crop protocol {crop!r}; choose from {', '.join(CROP_PROTOCOLS)}")
+    if crop != "track":  # wired in by the streaming pipeline (issue 11) with syncnet.protocols (issue 14)
+        raise BadArgument(f"the {crop} protocol is not available yet")
     _report(progress, 0.0, "decoding")
     limits = {k: v for k, v in (("max_duration_s", max_duration_s), ("max_bytes", max_bytes)) if v is not None}
     started = time.perf_counter()
