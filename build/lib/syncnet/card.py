@@ -1,0 +1,31 @@
+"""The engines' configuration that travels inside the package (``syncnet/assets/card.json``): where the SyncNet
+weights come from and what they must look like, and each engine's calibration. No torch: any engine may read it.
+
+The top-level ``weights_card/`` is the Hub model card that documents this file.
+"""
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from syncnet.scoring import Calibration
+
+CARD_PATH = Path(__file__).parent / "assets" / "card.json"
+
+
+@lru_cache(maxsize=4)
+def _read(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text())
+
+
+def load_card(path: Path = CARD_PATH) -> dict[str, Any]:
+    """The card's configuration as a dict (read once per process; callers must not change it)."""
+    return _read(Path(path))
+
+
+def calibration(engine: str, path: Path = CARD_PATH) -> Calibration:
+    """The calibration the card stores for ``engine`` (identity when none is fitted)."""
+    fitted = load_card(path).get("calibration", {}).get(engine)
+    return Calibration(**fitted) if fitted else Calibration()

@@ -1,0 +1,175 @@
+"""The command line: ``python -m syncnet detect VIDEO`` and ``python -m syncnet stream HLS_URL``.
+
+JSON (``--json``) or plain lines go to stdout, progress to stderr. Exit codes: 0 done, 2 bad input or arguments
+(one line on stderr, no traceback), 3 an internal error (a bug: its traceback goes to stderr).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import traceback
+from pathlib import Path
+from typing import TYPE_CHECKING, NoReturn, Sequence
+
+from tqdm import tqdm
+
+from syncnet.constants import DEFAULT_WINDOW_S
+from syncnet.engines import ENGINE_NAMES
+from syncnet.errors import BadArgument, SyncNetError
+
+if TYPE_CHECKING:
+    from syncnet.report import Report
+
+EXIT_OK = 0
+EXIT_BAD_INPUT = 2
+EXIT_OUTPUT_CLOSED = 1
+EXIT_INTERNAL_ERROR = 3
+
+log = logging.getLogger("syncnet")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:  # one line, exit 2, as for any other bad input
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="syncnet", description="Is the sound in sync with the lips? By how much? Fix it.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    detect = commands.add_parser("detect", help="measure the audio-video offset of a video file")
+    detect.add_argument("video", help="video file with a talking face and sound")
+    _add_common(detect)
+    detect.add_argument("--fix", metavar="OUT.mp4", help="write a copy with the audio shifted back into sync")
+
+    stream = commands.add_parser("stream", help="follow an HLS stream window by window")
+    stream.add_argument("url", metavar="HLS_URL", help="http(s) URL of an HLS playlist (.m3u8)")
+    _add_common(stream)
+    stream.add_argument("--window", type=float, default=DEFAULT_WINDOW_S, metavar="S", help="window length, seconds")
+    stream.add_argument("--max-seconds", type=float, default=None, metavar="S", help="stop after S seconds of stream")
+    stream.add_argument(
+        "--allow-private-hosts",
+        action="store_true",
+        help="allow loopback/private addresses, for local testing (or SYNCNET_ALLOW_PRIVATE_HOSTS=1)",
+    )
+    return parser
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--engine", choices=[*ENGINE_NAMES, "all"], default="all", help="engine to run (default all)")
+    parser.add_argument("--json", action="store_true", help="print JSON on stdout")
+    parser.add_argument("--verbose", action="store_true", help="log warnings, and MediaPipe's native log, on stderr")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.ERROR, format="%(name)s: %(message)s")
+    if not args.verbose:
+        _silence_native_stderr()
+    try:
+        if args.command == "detect":
+            return detect(args)
+        return stream(args)
+    except BrokenPipeError:  # the reader of stdout went away (e.g. `| head`): stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OUTPUT_CLOSED
+    except (SyncNetError, OSError) as error:  # bad input: MediaError, NoFaceError, HlsError, missing file...
+        message = " ".join(str(error).split()) or type(error).__name__
+        print(f"syncnet: error: {message}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except Exception as bug:  # anything else is a bug, never "bad input"
+        traceback.print_exc(file=sys.stderr)
+        print(f"syncnet: internal error (a bug, please report it with the traceback above): "
+              f"{type(bug).__name__}: {bug}", file=sys.stderr)
+        return EXIT_INTERNAL_ERROR
+
+
+# The commands import the pipeline (torch, MediaPipe) only when they run: argument errors stay instant.
+def detect(args: argparse.Namespace) -> int:
+    if args.fix and Path(args.fix).resolve() == Path(args.video).resolve():
+        raise BadArgument("--fix must name a new file, not the input video")
+    from syncnet.pipeline import analyze_file
+    from syncnet.report import summary_lines
+
+    with _ProgressBar() as bar:
+        report = analyze_file(args.video, args.engine, progress=bar.update)
+    if args.json:
+        print(report.to_json())
+    else:
+        print(f"{report.input}: {report.frames} frames, {report.duration_s:.2f} s")
+        print("\n".join(summary_lines(report)))
+    if args.fix:
+        _write_fix(args.video, args.fix, report)
+    return EXIT_OK
+
+
+def _write_fix(video: str, out: str, report: Report) -> None:
+    from syncnet.remux import write_corrected
+    from syncnet.report import describe_fix
+
+    offset = report.fix_offset_frames()
+    if offset is None:
+        raise BadArgument("no engine could run, so there is no offset to correct")
+    write_corrected(video, out, offset)
+    print(f"syncnet: wrote {out}: {describe_fix(offset)}", file=sys.stderr)
+
+
+def stream(args: argparse.Namespace) -> int:
+    if args.window <= 0 or (args.max_seconds is not None and args.max_seconds <= 0):
+        raise BadArgument("--window and --max-seconds must be positive")
+    from syncnet.netguard import check_url
+
+    check_url(args.url, allow_private=args.allow_private_hosts)  # a refused URL fails before anything heavy loads
+    from syncnet.pipeline import analyze_stream
+    from syncnet.report import summary_lines, window_to_dict
+
+    windows = analyze_stream(
+        args.url, args.engine, window_s=args.window, max_seconds=args.max_seconds,
+        allow_private=args.allow_private_hosts,
+    )
+    try:
+        for window in windows:
+            if args.json:
+                print(json.dumps(window_to_dict(window.t_start, window.t_end, window.report, window.error)), flush=True)
+            else:
+                lines = [window.error] if window.report is None else summary_lines(window.report)
+                print(f"[{window.t_start:7.2f} - {window.t_end:7.2f} s]", *lines, sep="\n  ", flush=True)
+    except KeyboardInterrupt:
+        print("syncnet: stopped", file=sys.stderr)
+    finally:
+        windows.close()
+    return EXIT_OK
+
+
+def _silence_native_stderr() -> None:
+    """Point file descriptor 2 at /dev/null, keeping Python's sys.stderr on the real one.
+
+    MediaPipe's C++ code logs warnings straight to descriptor 2; this keeps stderr to our progress bar and the one
+    line that says what went wrong.
+    """
+    sys.stderr.flush()
+    real = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    os.close(devnull)
+    sys.stderr = os.fdopen(real, "w", buffering=1, encoding=sys.stderr.encoding, errors="backslashreplace")
+
+
+class _ProgressBar:
+    """A tqdm bar on stderr fed by the pipeline's (fraction, stage) progress callback."""
+
+    def __enter__(self) -> "_ProgressBar":
+        self._bar = tqdm(  # on a terminal only, and erased when done
+            total=100, file=sys.stderr, disable=None, leave=False, bar_format="{desc:<22}{percentage:3.0f}%|{bar}|"
+        )
+        return self
+
+    def update(self, fraction: float, what: str) -> None:
+        self._bar.set_description_str(what, refresh=False)
+        self._bar.update(round(100 * fraction) - self._bar.n)
+
+    def __exit__(self, *exc) -> None:
+        self._bar.close()

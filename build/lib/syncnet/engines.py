@@ -1,0 +1,74 @@
+"""The engines that score audio-visual sync, behind one interface, and the registry that loads them."""
+from __future__ import annotations
+
+import importlib
+import logging
+from dataclasses import dataclass
+from typing import Protocol, Sequence
+
+import numpy as np
+
+from syncnet.errors import BadArgument, SyncNetError
+from syncnet.scoring import SyncResult
+
+log = logging.getLogger(__name__)
+
+# name -> "module:function" returning a ready Engine, or raising EngineUnavailable with the reason.
+ENGINE_FACTORIES = {
+    "syncnet": "syncnet.model:load_engine",
+    "fcn": "syncnet.fcn:load_engine",
+    "landmarks": "syncnet.landmarks:load_engine",
+}
+ENGINE_NAMES = tuple(ENGINE_FACTORIES)
+
+
+class EngineUnavailable(SyncNetError):
+    """An engine cannot run here (e.g. its weights cannot be had); the message says why."""
+
+
+@dataclass
+class EngineInput:
+    """Everything an engine may look at, for one face segment.
+
+    Video frame i goes with audio samples ``SAMPLES_PER_FRAME * i`` to ``SAMPLES_PER_FRAME * (i + 1)``
+    and MFCC columns ``4 * i`` to ``4 * i + 3``.
+    """
+
+    crops: np.ndarray  # uint8 (T, 224, 224, 3) RGB face crops in SyncNet's convention
+    audio: np.ndarray  # float32 (N,) 16 kHz mono in [-1, 1]
+    mfcc: np.ndarray  # (13, 4T) MFCC as SyncNet was trained on
+    lips: np.ndarray  # float32 (T, K) lip-shape series (see syncnet.faces.lip_shapes)
+
+
+class Engine(Protocol):
+    name: str
+
+    def run(self, inputs: EngineInput) -> SyncResult: ...
+
+
+@dataclass(frozen=True)
+class Skipped:
+    engine: str
+    reason: str
+
+
+def load_engine(name: str) -> Engine:
+    """Load one engine by name; raises EngineUnavailable when it cannot run here."""
+    if name not in ENGINE_FACTORIES:
+        raise BadArgument(f"unknown engine {name!r}; choose from {', '.join(ENGINE_NAMES)}")
+    module_name, function_name = ENGINE_FACTORIES[name].split(":")
+    factory = getattr(importlib.import_module(module_name), function_name)
+    return factory()
+
+
+def load_engines(names: Sequence[str] | None = None) -> tuple[list[Engine], list[Skipped]]:
+    """Load the named engines (all by default); those that cannot run are returned as Skipped with the reason."""
+    engines: list[Engine] = []
+    skipped: list[Skipped] = []
+    for name in names or ENGINE_NAMES:
+        try:
+            engines.append(load_engine(name))
+        except EngineUnavailable as error:
+            log.warning("engine %s skipped: %s", name, error)
+            skipped.append(Skipped(name, str(error)))
+    return engines, skipped

@@ -1,0 +1,209 @@
+"""FCN-SyncNet: SyncNet's own weights run fully convolutionally over a whole clip.
+
+- Lip stream: the first layer (the only one that looks across time, 5 frames) is one sliding 3-D convolution
+  over the clip; every later layer sees one frame, so it runs as a 2-D convolution on all frames at once, and the
+  fully connected layers become 1x1 convolutions. One embedding per 5-frame window, identical to the original.
+- Audio stream: the 20-step MFCC windows, batched in one pass (exact), or the whole MFCC sequence in one pass
+  (``audio="sequence"``: windows then see their real neighbours instead of zero padding at their edges).
+- BatchNorm is folded into the preceding convolution at load; the distance matrix (all windows x 31 offsets)
+  comes from one matrix product.
+"""
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+from torch.nn.modules.utils import _triple
+
+from syncnet.model import (
+    EMBED_DIM,
+    MAX_OFFSET,
+    MFCC_PER_FRAME,
+    MFCC_WINDOW,
+    PDIST_EPS,
+    VIDEO_WINDOW,
+    SyncNet,
+    build_model,
+    check_inputs,
+    n_windows,
+)
+from syncnet.scoring import Calibration, SyncResult, summarize
+
+if TYPE_CHECKING:
+    from syncnet.engines import EngineInput
+
+CHUNK_WINDOWS = 16  # lip windows per pass: bounds memory (the first activation is 4.6 MB per window)
+AudioMode = Literal["windows", "sequence"]
+
+
+def fold_bn(
+    weight: torch.Tensor, bias: torch.Tensor, bn: nn.modules.batchnorm._BatchNorm
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weight and bias of ``bn(layer(x))`` for a conv/linear layer followed by an eval-mode BatchNorm."""
+    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+    shape = (-1,) + (1,) * (weight.dim() - 1)
+    return weight * scale.reshape(shape), (bias - bn.running_mean) * scale + bn.bias
+
+
+def _folded(seq: nn.Sequential) -> list[tuple[nn.Module, torch.Tensor, torch.Tensor]]:
+    """(layer, folded weight, folded bias) for each conv/linear of ``seq``; BN folded where one follows."""
+    out = []
+    mods = list(seq)
+    for i, m in enumerate(mods):
+        if isinstance(m, (nn.Conv2d, nn.Conv3d, nn.Linear)):
+            w, b = m.weight.detach(), m.bias.detach()
+            if i + 1 < len(mods) and isinstance(mods[i + 1], nn.modules.batchnorm._BatchNorm):
+                w, b = fold_bn(w, b, mods[i + 1])
+            out.append((m, w.contiguous(), b.contiguous()))
+    return out
+
+
+def _conv2d(src: nn.Module, w: torch.Tensor, b: torch.Tensor) -> nn.Conv2d:
+    """A Conv2d holding ``w``/``b``: a time-1 Conv3d or a Linear (as a 1x1 conv) becomes 2-D."""
+    if isinstance(src, nn.Linear):
+        w = w[:, :, None, None]
+        conv = nn.Conv2d(w.shape[1], w.shape[0], 1)
+    elif isinstance(src, nn.Conv3d):
+        assert src.kernel_size[0] == 1 and src.stride[0] == 1 and src.padding[0] == 0
+        w = w[:, :, 0]
+        conv = nn.Conv2d(w.shape[1], w.shape[0], w.shape[2:], src.stride[1:], src.padding[1:])
+    else:
+        conv = nn.Conv2d(src.in_channels, src.out_channels, src.kernel_size, src.stride, src.padding)
+    conv.weight.data.copy_(w)
+    conv.bias.data.copy_(b)
+    return conv
+
+
+def _pool2d(pool: nn.Module) -> nn.MaxPool2d:
+    """A MaxPool2d doing what ``pool`` does on each frame (a MaxPool3d must pool one frame at a time)."""
+    if isinstance(pool, nn.MaxPool2d):
+        return pool
+    (kt, *k), (st, *s), (pt, *p) = (_triple(v) for v in (pool.kernel_size, pool.stride, pool.padding))
+    assert kt == 1 and st == 1 and pt == 0
+    return nn.MaxPool2d(k, s, p)
+
+
+def _frame_stream(cnn: nn.Sequential, fc: nn.Sequential, skip_first: bool) -> nn.Sequential:
+    """The per-frame part of a stream as 2-D layers: conv(+BN folded)+ReLU and pools, then FC as 1x1 convs."""
+    folded = {id(m): (w, b) for m, w, b in _folded(cnn) + _folded(fc)}
+    layers: list[nn.Module] = []
+    mods = list(cnn)[3:] if skip_first else list(cnn)  # skip_first: the first conv, its BN and ReLU
+    for m in mods:
+        if isinstance(m, (nn.Conv2d, nn.Conv3d)):
+            layers.append(_conv2d(m, *folded[id(m)]))
+        elif isinstance(m, (nn.MaxPool2d, nn.MaxPool3d)):
+            layers.append(_pool2d(m))
+        elif isinstance(m, nn.ReLU):
+            layers.append(nn.ReLU(inplace=True))
+    for m in fc:
+        if isinstance(m, nn.Linear):
+            layers += [_conv2d(m, *folded[id(m)]), nn.ReLU(inplace=True)]
+    return nn.Sequential(*layers[:-1])  # no ReLU after the last FC
+
+
+class FCNSyncNet(nn.Module):
+    """SyncNet run over a whole clip; built from a loaded :class:`SyncNet` (BatchNorm folded)."""
+
+    def __init__(self, net: SyncNet, channels_last: bool = True):
+        super().__init__()
+        net = net.eval()
+        first, w, b = _folded(net.netcnnlip)[0]
+        self.lip_conv1 = nn.Conv3d(3, w.shape[0], first.kernel_size, first.stride)
+        self.lip_conv1.weight.data.copy_(w)
+        self.lip_conv1.bias.data.copy_(b)
+        self.lip_frames = _frame_stream(net.netcnnlip, net.netfclip, skip_first=True)
+        self.audio = _frame_stream(net.netcnnaud, net.netfcaud, skip_first=False)
+        self.channels_last = channels_last
+        self.eval()
+        if channels_last:
+            self.lip_conv1.to(memory_format=torch.channels_last_3d)
+            self.lip_frames.to(memory_format=torch.channels_last)
+            self.audio.to(memory_format=torch.channels_last)
+
+    def _layout(self, x: torch.Tensor) -> torch.Tensor:
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+    @torch.inference_mode()
+    def embed_lips(self, frames_bgr: np.ndarray, n: int, chunk: int = CHUNK_WINDOWS) -> torch.Tensor:
+        """(n, 1024) lip embeddings of windows 0..n-1 (frames i..i+4) from uint8 (T,224,224,3) BGR frames."""
+        out = []
+        for start in range(0, n, chunk):
+            stop = min(n, start + chunk)
+            clip = torch.from_numpy(np.ascontiguousarray(frames_bgr[start : stop + VIDEO_WINDOW - 1]))
+            x = clip.permute(3, 0, 1, 2)[None].float()  # 1,3,t,H,W (channels-last-3d strides, as stored)
+            if not self.channels_last:
+                x = x.contiguous()
+            y = torch.relu_(self.lip_conv1(x))[0].transpose(0, 1)  # t-4, 96, h, w: one map per window
+            out.append(self.lip_frames(self._layout(y)).flatten(1))
+        return torch.cat(out) if out else torch.zeros(0, EMBED_DIM)
+
+    @torch.inference_mode()
+    def embed_audio(self, mfcc: np.ndarray, n: int, mode: AudioMode = "windows") -> torch.Tensor:
+        """(n, 1024) audio embeddings of windows 0..n-1 (MFCC steps 4i..4i+19)."""
+        if n == 0:
+            return torch.zeros(0, EMBED_DIM)
+        cc = torch.from_numpy(np.asarray(mfcc, dtype=np.float32))
+        if mode == "windows":
+            x = cc.unfold(1, MFCC_WINDOW, MFCC_PER_FRAME)[:, :n].permute(1, 0, 2)[:, None]  # n,1,13,20
+            return self.audio(self._layout(x)).flatten(1)
+        if mode == "sequence":
+            x = cc[:, : (n - 1) * MFCC_PER_FRAME + MFCC_WINDOW][None, None]  # 1,1,13,steps
+            return self.audio(self._layout(x))[0, :, 0, :n].T
+        raise ValueError(f"unknown audio mode {mode!r}: use 'windows' or 'sequence'")
+
+    def embed(
+        self, frames_bgr: np.ndarray, mfcc: np.ndarray, n_samples: int, audio: AudioMode = "windows"
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Lip and audio embeddings (W, 1024) for the original evaluation's W windows."""
+        n = n_windows(frames_bgr.shape[0], n_samples)
+        return self.embed_lips(frames_bgr, n), self.embed_audio(mfcc, n, audio)
+
+
+@torch.inference_mode()
+def distance_matrix(lip: torch.Tensor, aud: torch.Tensor, max_offset: int = MAX_OFFSET) -> np.ndarray:
+    """(W, 2*max_offset+1) distances in one batched op; column k = offset k - max_offset (lip i vs audio i - o).
+
+    ``||l - a + eps||`` as torch's pairwise_distance, expanded around one (W x W+2*max_offset) float64 matmul.
+    """
+    n, dim = lip.shape
+    lip64 = lip.double()
+    padded = F.pad(aud.double(), (0, 0, max_offset, max_offset))
+    sq = (
+        (lip64 * lip64).sum(1)[:, None] + (padded * padded).sum(1)[None, :] - 2 * lip64 @ padded.T
+        + 2 * PDIST_EPS * (lip64.sum(1)[:, None] - padded.sum(1)[None, :]) + dim * PDIST_EPS**2
+    )
+    idx = torch.arange(n)[:, None] + (2 * max_offset - torch.arange(2 * max_offset + 1))[None, :]
+    return torch.gather(sq, 1, idx).clamp_min_(0).sqrt_().float().numpy()
+
+
+class FCNEngine:
+    """Engine ``fcn``: SyncNet's weights over the whole clip in one pass (exact windowed audio by default)."""
+
+    name = "fcn"
+
+    def __init__(
+        self, net: FCNSyncNet, calibration: Calibration = Calibration(), source: str = "", audio: AudioMode = "windows"
+    ):
+        self.net = net
+        self.calibration = calibration
+        self.source = source  # which weights, from where (shown by the app)
+        self.audio = audio
+
+    def run(self, inputs: EngineInput) -> SyncResult:
+        start = time.perf_counter()
+        frames_bgr, n = check_inputs(inputs)
+        lip = self.net.embed_lips(frames_bgr, n)
+        aud = self.net.embed_audio(inputs.mfcc, n, self.audio)
+        return summarize(self.name, distance_matrix(lip, aud), self.calibration, time.perf_counter() - start)
+
+
+def load_engine() -> FCNEngine:
+    """The ``fcn`` engine with the weights from :mod:`syncnet.weights`; EngineUnavailable if they cannot be had."""
+    from syncnet.weights import engine_weights
+
+    loaded, calib = engine_weights(FCNEngine.name)
+    return FCNEngine(FCNSyncNet(build_model(loaded.state_dict)), calib, loaded.describe())

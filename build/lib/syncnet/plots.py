@@ -1,0 +1,88 @@
+"""Pictures of a report: distance against offset, confidence over time, and the crops the engines saw."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure  # no pyplot: figures are plain objects (thread-safe, no display needed)
+
+from syncnet.constants import FPS
+from syncnet.scoring import OFFSETS, SyncResult
+
+STRIP_FRAMES = 8  # crops shown in the strip
+STRIP_HEIGHT = 112  # pixels per row of the strip
+PANEL_SIZE = (3.6, 2.8)  # inches per engine panel
+
+
+def plot_distances(results: Sequence[SyncResult]) -> Figure:
+    """Mean distance against offset, one panel per engine (their distance scales differ), minimum marked."""
+    count = max(len(results), 1)
+    fig = Figure(figsize=(PANEL_SIZE[0] * count, PANEL_SIZE[1]))
+    axes = fig.subplots(1, count, squeeze=False)
+    for ax, result in zip(axes[0], results):
+        ax.plot(OFFSETS, result.dists, marker="o", markersize=3)
+        ax.axvline(result.offset_frames, color="tab:red", linestyle="--", linewidth=1)
+        ax.axvline(0, color="grey", linewidth=0.5)
+        ax.set_title(f"{result.engine}: offset {result.offset_frames:+d}")
+        ax.set_xlabel("offset (frames, + = audio early)")
+        ax.set_ylabel("distance")
+        ax.grid(alpha=0.3)
+    if not results:
+        axes[0][0].text(0.5, 0.5, "no engine ran", ha="center", va="center")
+        axes[0][0].set_axis_off()
+    fig.tight_layout()
+    return fig
+
+
+def plot_confidence(results: Sequence[SyncResult], start_frame: int = 0) -> Figure:
+    """Per-window confidence (median-filtered, at each engine's chosen offset) against time in the clip."""
+    fig = Figure(figsize=(PANEL_SIZE[0] * 2, PANEL_SIZE[1]))
+    ax = fig.subplots()
+    for result in results:
+        seconds = (start_frame + np.arange(len(result.frame_confidence))) / FPS
+        ax.plot(seconds, result.frame_confidence, label=result.engine)
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel("confidence")
+    ax.grid(alpha=0.3)
+    if results:
+        ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def render(fig: Figure, dpi: int = 100) -> np.ndarray:
+    """The figure as a uint8 (H, W, 3) RGB image."""
+    fig.set_dpi(dpi)
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    return np.ascontiguousarray(np.asarray(canvas.buffer_rgba())[..., :3])
+
+
+def sample_frames(frames: np.ndarray, count: int = STRIP_FRAMES) -> np.ndarray:
+    """``count`` frames spread evenly over a sequence (all of them if there are fewer)."""
+    if len(frames) <= count:
+        return frames
+    return frames[np.linspace(0, len(frames) - 1, count).round().astype(int)]
+
+
+def crop_strip(crops: np.ndarray | None, mouths: np.ndarray | None = None) -> np.ndarray | None:
+    """One RGB image: a row of face crops and, under it, the matching row of mouth crops."""
+    rows = [_row(images) for images in (crops, mouths) if images is not None and len(images)]
+    if not rows:
+        return None
+    width = max(row.shape[1] for row in rows)
+    padded = [np.pad(row, ((0, 0), (0, width - row.shape[1]), (0, 0))) for row in rows]
+    return np.ascontiguousarray(np.concatenate(padded, axis=0))
+
+
+def _row(images: np.ndarray) -> np.ndarray:
+    """Resize (nearest neighbour) each image to STRIP_HEIGHT rows and put them side by side."""
+    tiles = []
+    for image in sample_frames(images):
+        h, w = image.shape[:2]
+        width = max(1, round(w * STRIP_HEIGHT / h))
+        rows = np.linspace(0, h - 1, STRIP_HEIGHT).round().astype(int)
+        cols = np.linspace(0, w - 1, width).round().astype(int)
+        tiles.append(image[rows][:, cols])
+    return np.concatenate(tiles, axis=1).astype(np.uint8)
