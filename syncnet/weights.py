@@ -96,11 +96,11 @@ class LoadedWeights:
 
     def describe(self) -> str:
         """Which file, from where, and its digest (the app's engines panel and the CLI show this)."""
-        check = "as pinned" if self.pinned else "not pinned"
+        digest = f"sha256 {self.sha256[:12]}, {'as pinned' if self.pinned else 'not pinned'}"
         if self.source is None:
-            return f"{ENV_PATH}={self.path}, sha256 {self.sha256[:12]} ({check})"
-        where = "Hugging Face cache" if self.origin == "cache" else "downloaded"
-        return f"{self.source} ({where}), sha256 {self.sha256[:12]} ({check})"
+            return f"{ENV_PATH}={self.path}, {digest}"
+        where = "from the Hugging Face cache" if self.origin == "cache" else "downloaded"
+        return f"{self.source}, {where}, {digest}"
 
 
 def load_spec(path: Path = CARD_PATH) -> WeightsSpec:
@@ -251,7 +251,9 @@ def _download(source: WeightsSource, cache_dir: str | Path | None) -> Path:
 
 
 def _fell_through(source: WeightsSource, error: WeightsError) -> WeightsError:
-    log.warning("SyncNet weights: %s: %s", source, error)
+    """Log why ``source`` was passed over: a warning for a bad file, information for one that is not there."""
+    level = logging.INFO if isinstance(error, WeightsUnavailable) else logging.WARNING
+    log.log(level, "SyncNet weights: %s: %s", source, error)
     return error
 
 

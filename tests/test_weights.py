@@ -151,7 +151,7 @@ def test_local_override(monkeypatch, weights_file, caplog):
     assert (loaded.origin, loaded.source, loaded.pinned) == ("SYNCNET_WEIGHTS", None, False)
     assert loaded.sha256 == sha256_of(weights_file) and loaded.sha256 in caplog.text
     assert f"not the card's {REAL_SHA256}" in caplog.text
-    assert loaded.describe() == f"SYNCNET_WEIGHTS={weights_file}, sha256 {loaded.sha256[:12]} (not pinned)"
+    assert loaded.describe() == f"SYNCNET_WEIGHTS={weights_file}, sha256 {loaded.sha256[:12]}, not pinned"
     for key, value in synthetic_state_dict().items():
         assert torch.equal(loaded.state_dict[key], value)
 
@@ -198,8 +198,8 @@ def test_wrong_digest_in_the_first_source_falls_through_to_the_next(tmp_path, we
         loaded = load_weights(spec_for(weights_file, SOURCES), LAYOUT, cache_dir=tmp_path)
     assert (loaded.source, loaded.origin, loaded.pinned) == (SOURCES[1], "cache", True)
     assert f"{SOURCES[0]}: sha256 {sha256_of(other_file)} is not the pinned" in caplog.text
-    assert loaded.describe() == (f"saracen9/syncnet-v2/syncnet_v2.model@main (Hugging Face cache), "
-                                 f"sha256 {sha256_of(weights_file)[:12]} (as pinned)")
+    assert loaded.describe() == (f"saracen9/syncnet-v2/syncnet_v2.model@main, from the Hugging Face cache, "
+                                 f"sha256 {sha256_of(weights_file)[:12]}, as pinned")
 
 
 def test_a_cached_mirror_is_used_before_any_download(tmp_path, weights_file, online, monkeypatch):
@@ -364,7 +364,7 @@ def test_engines_share_one_load_and_one_failure(tmp_path, monkeypatch, weights_f
     monkeypatch.setenv("SYNCNET_WEIGHTS", str(weights_file))
     loaded, skipped = load_engines(["syncnet", "fcn"])
     assert [e.name for e in loaded] == ["syncnet", "fcn"] and skipped == []
-    assert all(e.source == f"SYNCNET_WEIGHTS={weights_file}, sha256 {sha256_of(weights_file)[:12]} (not pinned)"
+    assert all(e.source == f"SYNCNET_WEIGHTS={weights_file}, sha256 {sha256_of(weights_file)[:12]}, not pinned"
                for e in loaded)
     assert len(calls) == 2
     monkeypatch.setenv("SYNCNET_WEIGHTS", str(tmp_path / "other-missing.model"))
@@ -384,5 +384,21 @@ def test_engines_say_which_source_they_used(tmp_path, monkeypatch, weights_file,
     monkeypatch.setattr(weights, "load_spec", lambda: spec_for(weights_file, SOURCES))
     loaded, skipped = load_engines(["syncnet", "fcn"])
     assert skipped == [] and {e.source for e in loaded} == {
-        f"{SOURCES[2]} (Hugging Face cache), sha256 {sha256_of(weights_file)[:12]} (as pinned)"
+        f"{SOURCES[2]}, from the Hugging Face cache, sha256 {sha256_of(weights_file)[:12]}, as pinned"
     }
+
+
+@pytest.mark.slow
+def test_cli_text_names_the_weights_once(monkeypatch, weights_file):
+    from syncnet import cli, pipeline
+
+    monkeypatch.setenv("SYNCNET_WEIGHTS", str(weights_file))
+    monkeypatch.setattr(weights, "_cache", {})
+    pipeline.unload_engines()
+    try:
+        assert cli._weights_lines("all") == [
+            f"  weights: SYNCNET_WEIGHTS={weights_file}, sha256 {sha256_of(weights_file)[:12]}, not pinned"
+        ]
+        assert cli._weights_lines("landmarks") == []
+    finally:
+        pipeline.unload_engines()
