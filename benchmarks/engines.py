@@ -45,9 +45,10 @@ MATMUL_N = 2048
 
 def load_state() -> tuple[dict, str]:
     if os.environ.get("SYNCNET_WEIGHTS"):
+        from syncnet.model import weights_layout
         from syncnet.weights import load_spec, load_weights
 
-        return load_weights(load_spec()).state_dict, "SYNCNET_WEIGHTS"
+        return load_weights(load_spec(), weights_layout()).state_dict, "SYNCNET_WEIGHTS"
     from tests.synthetic_weights import synthetic_state_dict
 
     return synthetic_state_dict(), "synthetic (test fixture recipe; the real syncnet_v2.model is not available here)"

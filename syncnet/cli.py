@@ -100,10 +100,18 @@ def detect(args: argparse.Namespace) -> int:
         print(report.to_json())
     else:
         print(f"{report.input}: {report.frames} frames, {report.duration_s:.2f} s")
-        print("\n".join(summary_lines(report)))
+        print("\n".join(summary_lines(report) + _weights_lines(args.engine)))
     if args.fix:
         _write_fix(args.video, args.fix, report)
     return EXIT_OK
+
+
+def _weights_lines(choice: str) -> list[str]:
+    """Which weights the loaded engines used (one line per file: syncnet and fcn share theirs)."""
+    from syncnet.pipeline import engine_status
+
+    sources = dict.fromkeys(source for _, loaded, source in engine_status(choice) if loaded and source)
+    return [f"  weights: {source}" for source in sources]
 
 
 def _write_fix(video: str, out: str, report: Report) -> None:

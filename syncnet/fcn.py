@@ -203,7 +203,7 @@ class FCNEngine:
 
 def load_engine() -> FCNEngine:
     """The ``fcn`` engine with the weights from :mod:`syncnet.weights`; EngineUnavailable if they cannot be had."""
-    from syncnet.weights import engine_weights
+    from syncnet.model import engine_weights
 
-    loaded, calib = engine_weights(FCNEngine.name)
-    return FCNEngine(FCNSyncNet(build_model(loaded.state_dict)), calib, loaded.describe())
+    state, calibration, source = engine_weights(FCNEngine.name)
+    return FCNEngine(FCNSyncNet(build_model(state)), calibration, source)

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from syncnet import card
 from syncnet.constants import (
     AUDIO_WINDOW_STEPS,
     CROP_SIZE,
@@ -22,8 +23,10 @@ from syncnet.constants import (
     MFCC_STEPS_PER_FRAME,
     SAMPLES_PER_FRAME,
 )
-from syncnet.errors import EngineInputError
+from syncnet.engines import EngineUnavailable
+from syncnet.errors import EngineInputError, WeightsError
 from syncnet.scoring import Calibration, SyncResult, summarize
+from syncnet.weights import shared_weights
 
 if TYPE_CHECKING:
     from syncnet.engines import EngineInput
@@ -187,9 +190,23 @@ class SyncNetEngine:
         return summarize(self.name, offset_distances(lip, aud), self.calibration, time.perf_counter() - start)
 
 
+def weights_layout() -> dict[str, tuple[int, ...]]:
+    """The ``syncnet_v2.model`` keys and shapes, read off the network (no memory allocated)."""
+    with torch.device("meta"):
+        return {key: tuple(value.shape) for key, value in SyncNet().state_dict().items()}
+
+
+def engine_weights(engine: str) -> tuple[dict[str, torch.Tensor], Calibration, str]:
+    """The state dict both SyncNet engines share, ``engine``'s calibration from the card, and where the weights
+    came from; EngineUnavailable (with the reason) if they cannot be had."""
+    try:
+        loaded = shared_weights(weights_layout())
+    except WeightsError as error:
+        raise EngineUnavailable(f"SyncNet weights: {error}") from error
+    return loaded.state_dict, card.calibration(engine), loaded.describe()
+
+
 def load_engine() -> SyncNetEngine:
     """The ``syncnet`` engine with the weights from :mod:`syncnet.weights`; EngineUnavailable if they cannot be had."""
-    from syncnet.weights import engine_weights
-
-    loaded, calib = engine_weights(SyncNetEngine.name)
-    return SyncNetEngine(build_model(loaded.state_dict), calib, loaded.describe())
+    state, calibration, source = engine_weights(SyncNetEngine.name)
+    return SyncNetEngine(build_model(state), calibration, source)
