@@ -1,0 +1,104 @@
+"""The scoring protocols: Wav2Lip's full-frame resize, the original pipelines' JPEG round trip, the tracked crops."""
+import glob
+
+import cv2
+import numpy as np
+import pytest
+
+from syncnet.constants import CROP_SIZE, SAMPLES_PER_FRAME
+from syncnet.engines import EngineInput
+from syncnet.errors import EngineInputError
+from syncnet.faces import crop_faces, track_face
+from syncnet.media import load_media
+from syncnet.model import check_inputs
+from syncnet.plots import sample_frames
+from syncnet.protocols import JpegRoundTrip, frame_rate_warning, full_frame_crops
+from tests.media_tools import ffmpeg
+from tests.paths import CLIPS
+
+GRID_CLIP = CLIPS / "lipnet_grid_sbwe5n.mpg"  # 360x288, 25 fps: the resize does real work
+
+
+@pytest.fixture(scope="module")
+def grid():
+    return load_media(GRID_CLIP)
+
+
+def _engine_view(crops: np.ndarray) -> np.ndarray:
+    """The BGR frames a SyncNet engine feeds its network for these crops."""
+    frames = len(crops)
+    audio = np.zeros(frames * SAMPLES_PER_FRAME, np.float32)
+    frames_bgr, _ = check_inputs(EngineInput(crops=crops, audio=audio, mfcc=np.zeros((13, 4 * frames)), lips=None))
+    return frames_bgr
+
+
+def test_full_frame_crops_are_what_the_original_feeds_the_network(grid):
+    """Wav2Lip's SyncNetInstance_calc_scores: cv2.resize(cv2.imread(jpg), (224, 224)) on BGR images, bit for bit."""
+    frames = grid.frames
+    assert frames.shape[1:] == (288, 360, 3)
+    crops = full_frame_crops(frames)
+    assert crops.shape == (len(frames), CROP_SIZE, CROP_SIZE, 3) and crops.dtype == np.uint8
+    original = np.stack([cv2.resize(np.ascontiguousarray(f[..., ::-1]), (224, 224)) for f in frames])
+    np.testing.assert_array_equal(_engine_view(crops), original)
+    np.testing.assert_array_equal(crops, np.stack([cv2.resize(f, (224, 224)) for f in frames]))
+
+
+def test_jpeg_round_trip_equals_ffmpeg_image2_files_read_by_opencv(grid, tmp_path):
+    """The same pixels as `ffmpeg -threads 1 -f image2 %06d.jpg` (no quality option) then cv2.imread, frame for frame.
+
+    The frames go to ffmpeg as raw RGB; `-pix_fmt yuvj420p` makes it encode 4:2:0 as it does for a video (from RGB
+    input it would otherwise pick 4:4:4).
+    """
+    frames = grid.frames[:40]
+    height, width = frames.shape[1:3]
+    raw = tmp_path / "frames.rgb"
+    raw.write_bytes(frames.tobytes())
+    ffmpeg("-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}", "-r", "25", "-i", str(raw),
+           "-threads", "1", "-pix_fmt", "yuvj420p", "-f", "image2", str(tmp_path / "%06d.jpg"))
+    files = np.stack([cv2.imread(f)[..., ::-1] for f in sorted(glob.glob(str(tmp_path / "*.jpg")))])
+    assert len(files) == len(frames)
+    round_trip = JpegRoundTrip()(frames)
+    np.testing.assert_array_equal(round_trip, files)
+    assert not np.array_equal(round_trip, frames)  # it is lossy: the rate control's quantisation is visible
+
+
+def test_jpeg_round_trip_carries_its_rate_control_across_chunks(grid):
+    frames = grid.frames[:30]
+    whole = JpegRoundTrip()(frames)
+    chunked = JpegRoundTrip()
+    np.testing.assert_array_equal(np.concatenate([chunked(frames[:13]), chunked(frames[13:])]), whole)
+    fresh = JpegRoundTrip()(frames[13:])  # a new encoder starts its rate control again
+    assert not np.array_equal(fresh, whole[13:])
+
+
+def test_full_frame_crops_with_jpeg_resize_the_round_tripped_frames(grid):
+    frames = grid.frames[:10]
+    expected = full_frame_crops(JpegRoundTrip()(frames))
+    np.testing.assert_array_equal(full_frame_crops(frames, jpeg=JpegRoundTrip()), expected)
+
+
+def test_bad_frames_are_refused():
+    with pytest.raises(EngineInputError, match="uint8"):
+        full_frame_crops(np.zeros((2, 8, 8, 3), np.float32))
+    with pytest.raises(EngineInputError, match="uint8"):
+        JpegRoundTrip()(np.zeros((0, 8, 8, 3), np.uint8))
+    round_trip = JpegRoundTrip()
+    round_trip(np.zeros((1, 16, 16, 3), np.uint8))
+    with pytest.raises(EngineInputError, match="changed size"):
+        round_trip(np.zeros((1, 32, 16, 3), np.uint8))
+
+
+def test_frame_rate_warning():
+    assert frame_rate_warning(25.0) is None and frame_rate_warning(None) is None
+    assert "200 ms per second" in frame_rate_warning(30.0)
+    assert "29.97 fps" in frame_rate_warning(30000 / 1001)
+
+
+def test_track_protocol_is_unchanged(grid):
+    """The default protocol still scores syncnet_python's tracked crops, as faces.crop_faces cuts them."""
+    from syncnet.pipeline import analyze_file
+
+    report = analyze_file(GRID_CLIP, ["landmarks"], crop="track")
+    track = track_face(grid.frames, grid.audio)
+    assert report.segment == (track.start, track.stop)
+    np.testing.assert_array_equal(report.crops, sample_frames(crop_faces(grid.frames, track)))
