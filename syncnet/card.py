@@ -29,3 +29,8 @@ def calibration(engine: str, path: Path = CARD_PATH) -> Calibration:
     """The calibration the card stores for ``engine`` (identity when none is fitted)."""
     fitted = load_card(path).get("calibration", {}).get(engine)
     return Calibration(**fitted) if fitted else Calibration()
+
+
+def no_signal_threshold(engine: str, path: Path = CARD_PATH) -> float:
+    """The confidence below which ``engine`` finds no sync signal (0 when the card stores none: never)."""
+    return float(load_card(path).get("no_signal_threshold", {}).get(engine, 0.0))
