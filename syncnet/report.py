@@ -174,7 +174,7 @@ def summary_lines(report: Report) -> list[str]:
         lines.append(
             f"{r.engine:>9}: {describe_offset(r, report.tolerance)} (offset {r.offset_frames:+d} frames, "
             f"calibrated {r.calibrated_offset_frames:+.2f}), confidence {r.confidence:.3f} "
-            f"(no signal below {no_signal_threshold(r.engine):g}), "
+            f"(no signal below {no_signal_threshold(r.engine, len(r.window_dists)):.3g}), "
             f"min dist {r.min_dist:.3f}, {r.time_s:.2f} s"
         )
     for s in report.skipped:

@@ -100,7 +100,8 @@ def judge(offset_ms: float, confidence: float, threshold: float, tolerance: Tole
 
 def verdict_of(result: SyncResult, tolerance: Tolerance = DEFAULT_TOLERANCE) -> str:
     """The verdict for one engine's result, with that engine's threshold from the card."""
-    return judge(result.calibrated_offset_ms, result.confidence, no_signal_threshold(result.engine), tolerance)
+    threshold = no_signal_threshold(result.engine, len(result.window_dists))
+    return judge(result.calibrated_offset_ms, result.confidence, threshold, tolerance)
 
 
 def said_ms(offset_ms: float) -> float:
