@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import os
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 from syncnet import pipeline
 from syncnet.constants import DEFAULT_WINDOW_S
 from syncnet.engines import Engine, Skipped
 from syncnet.pipeline import Progress, WindowReport
 from syncnet.report import Report
+from syncnet.verdict import Tolerance, parse_tolerance
 
 EngineChoice = str | Sequence[str] | None  # "all", an engine name, several names; None means all
 
@@ -21,16 +22,22 @@ def analyze(
     max_duration_s: float | None = None,
     max_bytes: int | None = None,
     crop: str = "track",
+    tolerance: str | Tolerance | None = None,
 ) -> Report:
     """Measure the audio-video offset of a video file with the chosen engines (all by default).
 
     ``progress(fraction, stage)`` is called as the work goes on. Raises :class:`syncnet.SyncNetError` for input
     that cannot be used (missing or unreadable file, no face, no sound, too long...). ``crop`` is the scoring
     protocol: ``"track"`` (syncnet_python's tracked face crops) or ``"full-frame"`` (Wav2Lip's LRS protocol).
+    ``tolerance`` is what counts as in sync for the verdicts: a preset (``"itu"``, the default, ``"itu-accept"``,
+    ``"ebu-r37"``, ``"atsc"``), ``"EARLY_MS,LATE_MS"`` or a :class:`syncnet.verdict.Tolerance`.
     """
-    return pipeline.analyze_file(
+    chosen = parse_tolerance(tolerance)  # refused before anything is decoded
+    report = pipeline.analyze_file(
         source, engines, progress=progress, max_duration_s=max_duration_s, max_bytes=max_bytes, crop=crop
     )
+    report.tolerance = chosen
+    return report
 
 
 def analyze_stream(
@@ -40,11 +47,28 @@ def analyze_stream(
     window_s: float = DEFAULT_WINDOW_S,
     max_seconds: float | None = None,
     allow_private: bool = False,
+    tolerance: str | Tolerance | None = None,
 ) -> Iterator[WindowReport]:
-    """Follow an HLS stream window by window; each item has ``t_start``, ``t_end`` and a ``report`` or ``error``."""
-    return pipeline.analyze_stream(
+    """Follow an HLS stream window by window; each item has ``t_start``, ``t_end`` and a ``report`` or ``error``.
+
+    ``tolerance`` is what counts as in sync, as for :func:`analyze`.
+    """
+    chosen = parse_tolerance(tolerance)  # refused before the stream is opened
+    windows = pipeline.analyze_stream(
         url, engines, window_s=window_s, max_seconds=max_seconds, allow_private=allow_private
     )
+    return with_tolerance(windows, chosen)
+
+
+def with_tolerance(windows: Iterator[WindowReport], tolerance: Tolerance) -> Iterator[WindowReport]:
+    """The windows, each report judged with ``tolerance``; closing this closes the stream."""
+    try:
+        for window in windows:
+            if window.report is not None:
+                window.report.tolerance = tolerance
+            yield window
+    finally:
+        windows.close()
 
 
 def load_engines(engines: EngineChoice = None) -> tuple[list[Engine], list[Skipped]]:

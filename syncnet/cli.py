@@ -11,14 +11,16 @@ import logging
 import os
 import sys
 import traceback
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn, Sequence
+from typing import TYPE_CHECKING, NoReturn
 
 from tqdm import tqdm
 
 from syncnet.constants import DEFAULT_WINDOW_S
 from syncnet.engines import ENGINE_NAMES
 from syncnet.errors import BadArgument, SyncNetError
+from syncnet.verdict import TOLERANCE_HELP, Tolerance, parse_tolerance
 
 if TYPE_CHECKING:
     from syncnet.report import Report
@@ -58,8 +60,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def add_tolerance_option(parser: argparse.ArgumentParser) -> None:
+    """``--tolerance``: what counts as in sync (a preset or EARLY_MS,LATE_MS), parsed into ``args.tolerance``."""
+    parser.add_argument(
+        "--tolerance", type=_tolerance, default=parse_tolerance(None), metavar="PRESET|EARLY_MS,LATE_MS",
+        help=TOLERANCE_HELP,
+    )
+
+
+def _tolerance(text: str) -> Tolerance:
+    try:
+        return parse_tolerance(text)
+    except BadArgument as error:  # argparse words it as "argument --tolerance: ...", one line, exit 2
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--engine", choices=[*ENGINE_NAMES, "all"], default="all", help="engine to run (default all)")
+    add_tolerance_option(parser)
     parser.add_argument("--json", action="store_true", help="print JSON on stdout")
     parser.add_argument("--verbose", action="store_true", help="log warnings, and MediaPipe's native log, on stderr")
 
@@ -96,6 +114,7 @@ def detect(args: argparse.Namespace) -> int:
 
     with _ProgressBar() as bar:
         report = analyze_file(args.video, args.engine, progress=bar.update)
+    report.tolerance = args.tolerance
     if args.json:
         print(report.to_json())
     else:
@@ -118,9 +137,9 @@ def _write_fix(video: str, out: str, report: Report) -> None:
     from syncnet.remux import write_corrected
     from syncnet.report import describe_fix
 
-    offset = report.fix_offset_frames()
+    offset = report.fix_offset_frames()  # 0 when in sync: the copy keeps the audio where it is
     if offset is None:
-        raise BadArgument("no engine could run, so there is no offset to correct")
+        raise BadArgument(f"no corrected video: {report.no_fix_reason()}")
     write_corrected(video, out, offset)
     print(f"syncnet: wrote {out}: {describe_fix(offset)}", file=sys.stderr)
 
@@ -131,17 +150,18 @@ def stream(args: argparse.Namespace) -> int:
     from syncnet.netguard import check_url
 
     check_url(args.url, allow_private=args.allow_private_hosts)  # a refused URL fails before anything heavy loads
-    from syncnet.pipeline import analyze_stream
+    from syncnet.api import analyze_stream
     from syncnet.report import summary_lines, window_to_dict
 
     windows = analyze_stream(
         args.url, args.engine, window_s=args.window, max_seconds=args.max_seconds,
-        allow_private=args.allow_private_hosts,
+        allow_private=args.allow_private_hosts, tolerance=args.tolerance,
     )
     try:
         for window in windows:
             if args.json:
-                print(json.dumps(window_to_dict(window.t_start, window.t_end, window.report, window.error)), flush=True)
+                line = window_to_dict(window.t_start, window.t_end, window.report, window.error, silent=window.silent)
+                print(json.dumps(line), flush=True)
             else:
                 lines = [window.error] if window.report is None else summary_lines(window.report)
                 print(f"[{window.t_start:7.2f} - {window.t_end:7.2f} s]", *lines, sep="\n  ", flush=True)
@@ -169,7 +189,7 @@ def _silence_native_stderr() -> None:
 class _ProgressBar:
     """A tqdm bar on stderr fed by the pipeline's (fraction, stage) progress callback."""
 
-    def __enter__(self) -> "_ProgressBar":
+    def __enter__(self) -> _ProgressBar:
         self._bar = tqdm(  # on a terminal only, and erased when done
             total=100, file=sys.stderr, disable=None, leave=False, bar_format="{desc:<22}{percentage:3.0f}%|{bar}|"
         )

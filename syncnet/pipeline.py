@@ -167,6 +167,7 @@ class WindowReport:
     t_end: float
     report: Report | None
     error: str | None = None
+    silent: bool = False  # the window had no sound at all: its verdict is no_signal
 
 
 def analyze_stream(
@@ -189,6 +190,8 @@ def analyze_stream(
         for window in windows:
             try:
                 yield WindowReport(window.t_start, window.t_end, analyze_media(window.media, engine_names))
+            except SilentAudioError as silence:  # a pause in the programme: no speech, no sync signal
+                yield WindowReport(window.t_start, window.t_end, None, str(silence), silent=True)
             except SyncNetError as failure:
                 yield WindowReport(window.t_start, window.t_end, None, str(failure))
             except Exception as bug:  # a bug must not end the monitor: say so, log it, go on with the next window

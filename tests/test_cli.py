@@ -16,8 +16,10 @@ from tests.paths import CLIPS
 ROOT = Path(__file__).resolve().parents[1]
 CLIP = CLIPS / "pcavs_posesrc_00067.mp4"
 RESULT_KEYS = {
-    "engine", "offset_frames", "offset_ms", "calibrated_offset_frames", "confidence", "min_dist", "dists", "time_s"
+    "engine", "offset_frames", "offset_ms", "calibrated_offset_frames", "confidence", "min_dist", "dists", "time_s",
+    "verdict", "tolerance_ms",
 }
+VERDICTS = {"in_sync", "audio_early", "audio_late", "no_signal"}
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -67,7 +69,7 @@ def test_detect_json_lists_engines_that_cannot_run(tmp_path):
     done = run_cli("detect", str(CLIP), "--json", env={"HF_HOME": str(tmp_path / "hf")})
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)  # stdout is exactly one JSON object
-    assert set(report) == {"input", "fps", "duration_s", "frames", "results", "timing_s", "skipped"}
+    assert set(report) == {"input", "fps", "duration_s", "frames", "verdict", "results", "timing_s", "skipped"}
     assert report["input"] == str(CLIP) and report["fps"] == 25.0
     assert report["frames"] == 114 and report["duration_s"] == pytest.approx(4.56)
     assert [r["engine"] for r in report["results"]] == ["landmarks"]
@@ -75,6 +77,7 @@ def test_detect_json_lists_engines_that_cannot_run(tmp_path):
     assert all(s["reason"] for s in report["skipped"])
     landmarks = report["results"][0]
     assert set(landmarks) == RESULT_KEYS and len(landmarks["dists"]) == 31
+    assert landmarks["verdict"] == report["verdict"] in VERDICTS and landmarks["tolerance_ms"] == [45, 125]
     assert landmarks["offset_ms"] == 40.0 * landmarks["offset_frames"]
     assert landmarks["confidence"] > 0
     assert {"decode", "faces", "landmarks"} <= set(report["timing_s"])
@@ -120,7 +123,8 @@ def test_stream_finished_playlist_window_by_window(hls_server):
     windows = _windows(done)
     assert [(w["t_start"], w["t_end"]) for w in windows] == [(0.0, 4.0), (4.0, 8.0)]
     for window in windows:
-        assert set(window) == {"t_start", "t_end", "results", "skipped"}
+        assert set(window) == {"t_start", "t_end", "verdict", "results", "skipped"}
+        assert window["verdict"] == window["results"][0]["verdict"] in VERDICTS
         assert [r["engine"] for r in window["results"]] == ["landmarks"]
         assert set(window["results"][0]) == RESULT_KEYS and len(window["results"][0]["dists"]) == 31
 

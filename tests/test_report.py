@@ -33,29 +33,36 @@ def _report() -> Report:
     "offset, words",
     [
         (3, "audio is 120 ms early: delay it by 120 ms"),
-        (-2, "audio is 80 ms late: advance it by 80 ms"),
+        (-4, "audio is 160 ms late: advance it by 160 ms"),
+        (-2, "in sync: 80 ms late is below what viewers notice"),  # ITU-R BT.1359: up to 125 ms late
+        (1, "in sync: 40 ms early is below what viewers notice"),  # and up to 45 ms early
         (0, "in sync"),
         (15, "audio is 600 ms early: delay it by 600 ms"),
     ],
 )
-def test_offset_in_words_follows_the_sign_convention(offset, words):
-    assert describe_offset(offset) == words
+def test_offset_in_words_follows_the_sign_convention_and_the_tolerance(offset, words):
+    assert describe_offset(_result("syncnet", offset)) == words
 
 
 def test_fix_in_words():
     assert describe_fix(3) == "audio delayed by 120 ms"
     assert describe_fix(-2) == "audio advanced by 80 ms"
+    assert describe_fix(2.75) == "audio delayed by 110 ms"
     assert describe_fix(0) == "audio left as it is (in sync)"
 
 
 def test_json_has_exactly_the_cli_contract_shape():
     data = json.loads(_report().to_json())
-    assert set(data) == {"input", "fps", "duration_s", "frames", "results", "timing_s", "skipped"}
+    assert set(data) == {"input", "fps", "duration_s", "frames", "verdict", "results", "timing_s", "skipped"}
     assert data["fps"] == 25.0 and data["frames"] == 114 and data["input"] == "clip.mp4"
+    assert data["verdict"] == "audio_early"  # syncnet's, the most trusted engine that ran
     first = data["results"][0]
     assert set(first) == {
-        "engine", "offset_frames", "offset_ms", "calibrated_offset_frames", "confidence", "min_dist", "dists", "time_s"
+        "engine", "offset_frames", "offset_ms", "calibrated_offset_frames", "confidence", "min_dist", "dists", "time_s",
+        "verdict", "tolerance_ms",
     }
+    assert first["verdict"] == "audio_early" and first["tolerance_ms"] == [45.0, 125.0]
+    assert data["results"][1]["verdict"] == "in_sync"  # landmarks: 60 ms late
     assert first["engine"] == "syncnet" and first["offset_frames"] == 3 and first["offset_ms"] == 120.0
     assert len(first["dists"]) == 31
     assert int(np.argmin(first["dists"])) - 15 == 3  # dists run over offsets -15..+15
@@ -70,30 +77,37 @@ def test_detail_adds_per_window_confidence_and_segment():
     data = _report().to_dict(detail=True)
     assert data["segment"] == {"start_frame": 2, "stop_frame": 110}
     assert len(data["results"][0]["frame_confidence"]) == 12
-    assert data["results"][0]["verdict"] == "audio is 120 ms early: delay it by 120 ms"
+    assert data["results"][0]["verdict"] == "audio_early"
+    assert data["results"][0]["verdict_text"] == "audio is 120 ms early: delay it by 120 ms"
 
 
-def test_fix_uses_the_preferred_engines_calibrated_offset():
+def test_fix_follows_the_preferred_engines_verdict():
     report = _report()
-    assert report.fix_offset_frames() == 3  # syncnet beats landmarks
+    assert report.fix_offset_frames() == pytest.approx(3.0)  # syncnet beats landmarks: 120 ms early, delayed
     report.results = report.results[1:]
-    assert report.fix_offset_frames() == round(report.results[0].calibrated_offset_frames)
+    assert report.verdict == "in_sync" and report.fix_offset_frames() == 0  # audio left where it is
+    report.results = [_result("landmarks", -6, calibration=Calibration(1.0, 0.5))]  # 220 ms late
+    assert report.verdict == "audio_late" and report.fix_offset_frames() == pytest.approx(-5.5)
     report.results = []
-    assert report.fix_offset_frames() is None
+    assert report.verdict is None and report.fix_offset_frames() is None
+    assert "no engine could run" in report.no_fix_reason()
 
 
 def test_stream_line_carries_window_times_results_and_errors():
     line = window_to_dict(5.0, 10.0, _report())
-    assert set(line) == {"t_start", "t_end", "results", "skipped"}
-    assert line["results"][0]["offset_frames"] == 3
+    assert set(line) == {"t_start", "t_end", "verdict", "results", "skipped"}
+    assert line["results"][0]["offset_frames"] == 3 and line["verdict"] == "audio_early"
+    assert line["results"][0]["tolerance_ms"] == [45.0, 125.0]
     failed = window_to_dict(10.0, 15.0, None, error="no face found")
-    assert failed["results"] == [] and failed["error"] == "no face found"
+    assert failed["results"] == [] and failed["error"] == "no face found" and failed["verdict"] is None
+    silent = window_to_dict(15.0, 20.0, None, error="the soundtrack is silent", silent=True)
+    assert silent["verdict"] == "no_signal" and silent["results"] == []
 
 
 def test_result_rows_put_engines_side_by_side():
     rows = result_rows(_report())
     assert [row[0] for row in rows] == ["syncnet", "landmarks"]
-    assert rows[0][1:4] == [3, 120.0, "audio is 120 ms early: delay it by 120 ms"]
+    assert rows[0][1:4] == ["audio is 120 ms early: delay it by 120 ms", 3, 120.0]
 
 
 def test_plots_and_crop_strip():
