@@ -289,9 +289,10 @@ def test_curation_writes_the_list_and_corrected_copies(tmp_path, landmarks_only)
     assert summary.curation.passed == 2 and summary.curation.fixed == 1
     assert syncnet.analyze(fixed / "early_synced.mp4", "landmarks").results[0].offset_frames == 0
 
-    strict = syncnet.score([early.parent, CLIP], tmp_path / "r.csv", "landmarks", max_offset=2,
-                           passed_list=tmp_path / "strict.txt")
+    strict = syncnet.score([early.parent, CLIP], tmp_path / "r.csv", "landmarks", max_offset=2, fix_dir=fixed,
+                           passed_list=tmp_path / "strict.txt")  # a rerun: only the curation changes
     assert strict.run == 0 and (tmp_path / "strict.txt").read_text().split() == [str(CLIP)]
+    assert (strict.curation.passed, strict.curation.fixed) == (1, 0)
 
 
 # ---- the command line ---------------------------------------------------------------------------------------------
@@ -394,16 +395,32 @@ def test_syncnet_engines_with_synthetic_weights(tmp_path, monkeypatch):
     monkeypatch.setenv("SYNCNET_WEIGHTS", str(write_weights(tmp_path / "syncnet_v2.model")))
     pipeline.unload_engines()
     try:
-        summary = syncnet.score([CLIP], tmp_path / "r.jsonl", "all")
-        direct = syncnet.analyze(CLIP, "all").to_dict()
+        summary = syncnet.score([SECOND], tmp_path / "r.jsonl", ["fcn", "landmarks"])
+        direct = syncnet.analyze(SECOND, ["fcn", "landmarks"]).to_dict()
     finally:
         pipeline.unload_engines()
     rows = {r["engine"]: r for r in read_rows(tmp_path / "r.jsonl")}
-    assert list(rows) == ["syncnet", "fcn", "landmarks"] and summary.skipped_engines == {}
+    assert list(rows) == ["fcn", "landmarks"] and summary.skipped_engines == {}
     for result in direct["results"]:
         for key in NUMBERS:
             assert rows[result["engine"]][key] == pytest.approx(result[key])
-    assert rows["fcn"]["offset_frames"] == rows["syncnet"]["offset_frames"]
+    assert list(summary.engines) == ["fcn", "landmarks"]
+
+
+def test_engines_that_cannot_run_are_reported_once_and_no_engine_is_an_error_row(tmp_path, monkeypatch):
+    monkeypatch.setenv("SYNCNET_WEIGHTS", str(tmp_path / "missing.model"))
+    pipeline.unload_engines()
+    try:
+        summary = syncnet.score([SECOND], tmp_path / "all.csv", "all")
+        none = syncnet.score([SECOND], tmp_path / "fcn.csv", "fcn")
+    finally:
+        pipeline.unload_engines()
+    assert [r["engine"] for r in read_rows(tmp_path / "all.csv")] == ["landmarks"]
+    assert set(summary.skipped_engines) == {"syncnet", "fcn"} and "missing.model" in summary.skipped_engines["fcn"]
+    assert any(line.startswith("fcn: skipped:") for line in summary.lines())
+    (only,) = read_rows(tmp_path / "fcn.csv")
+    assert only["status"] == "error" and only["error"].startswith("no engine could run (fcn: ")
+    assert none.failed == 1
 
 
 # ---- the app ------------------------------------------------------------------------------------------------------
