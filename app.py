@@ -1,7 +1,8 @@
 """FCN-SyncNet web app: Gradio Blocks wired to syncnet's library calls (UI and named API endpoints).
 
 Endpoints: /detect (video -> DESIGN.md's CLI JSON), /analyze (the same with per-window detail, plots, crops and the
-corrected video), /stream (HLS URL -> a new result per window until the stream ends, the time is up, or it is stopped).
+corrected video), /stream (HLS URL -> a new result per window until the stream ends, the time is up, or it is stopped),
+/batch (several videos -> a row per video and engine, the summary and the CSV of `syncnet score`).
 """
 from __future__ import annotations
 
@@ -43,6 +44,8 @@ CACHE_TTL_S = 900  # Gradio's copies of uploads and results are removed this lon
 EXAMPLES_DIR = Path(__file__).parent / "examples"
 EXAMPLE_SUFFIXES = (".mp4", ".webm", ".mov")
 STREAM_COLUMNS = ["t_start (s)", "t_end (s)", "engine", "offset (frames)", "verdict", "confidence"]
+BATCH_MAX_FILES = 10  # videos per batch, each within the upload limits; more would hold a worker too long
+BATCH_COLUMNS = ["video", "status", "engine", "offset (frames)", "verdict", "confidence", "min dist", "error"]
 
 log = logging.getLogger("syncnet.app")
 
@@ -160,6 +163,53 @@ def monitor(url: str, engines: list[str], window_s: float, max_seconds: float, r
         _end_monitor(request.session_hash, stop)
 
 
+def batch(files: list[str] | None, engines: list[str], progress=gr.Progress()):
+    """Score several uploads as `syncnet score` does: a row per video and engine, the summary and the CSV."""
+    from syncnet.batch import score
+    from syncnet.batch_files import ResultsFile, typed
+
+    if not files:
+        raise gr.Error("Upload one or more videos first.")
+    if len(files) > BATCH_MAX_FILES:
+        raise gr.Error(f"At most {BATCH_MAX_FILES} videos per batch ({len(files)} given).")
+    folder = Path(tempfile.mkdtemp(dir=OUTPUT_ROOT))
+    rows: list[dict] = []
+    try:
+        with user_errors("scoring the videos"):
+            summary = score(
+                files, folder / "scores.jsonl", engines, max_duration_s=MAX_DURATION_S, max_bytes=MAX_UPLOAD_BYTES,
+                progress=lambda done, total: progress((done, total), desc="scoring", unit="videos"),
+                on_scored=lambda scored: rows.extend(typed({**r, "path": Path(r["path"]).name}) for r in scored.rows),
+            )
+        download = ResultsFile(folder / "syncnet_scores.csv")  # the upload names, not the server's paths
+        download.append(rows)
+        download.close()
+        table = [
+            [r["path"], r["status"], r["engine"] or "-", r["offset_frames"],
+             r["verdict"] or ("" if r["offset_frames"] is None else describe_offset(r["offset_frames"])),
+             None if r["confidence"] is None else round(r["confidence"], 3),
+             None if r["min_dist"] is None else round(r["min_dist"], 3), r["error"]]
+            for r in rows
+        ]
+        yield table, _batch_summary(summary), str(download.path)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _batch_summary(summary) -> str:
+    lines = [f"**{summary.scored} videos scored, {summary.failed} could not be** ({summary.elapsed_s:.1f} s)", ""]
+    if summary.engines:
+        lines += ["| engine | videos | LSE-C mean | LSE-C median | LSE-D mean | LSE-D median |",
+                  "|---|---:|---:|---:|---:|---:|"]
+        lines += [
+            f"| {name} | {s['videos']} | {s['lse_c_mean']:.3f} | {s['lse_c_median']:.3f} | {s['lse_d_mean']:.3f} "
+            f"| {s['lse_d_median']:.3f} |"
+            for name, s in summary.engines.items()
+        ]
+    lines += [f"\n**{name}** is off: {reason}" for name, reason in summary.skipped_engines.items()]
+    return "\n".join(lines)
+
+
 _monitors: dict[str, threading.Event] = {}  # session -> the stop switch of its running stream monitor
 _monitors_lock = threading.Lock()
 
@@ -244,6 +294,19 @@ def build_demo() -> gr.Blocks:
                 stop_button = gr.Button("Stop")
             windows = gr.Dataframe(headers=STREAM_COLUMNS, label="Windows", interactive=False, elem_id="stream-windows")
             latest = gr.JSON(label="Latest window")
+
+        with gr.Tab("Batch"):
+            gr.Markdown(
+                f"Score up to {BATCH_MAX_FILES} videos at once (each within the upload limits), as "
+                "`python -m syncnet score` does: a row per video and engine, LSE-C (confidence) and LSE-D (minimum "
+                "distance) summarised per engine, and the CSV."
+            )
+            batch_files = gr.File(file_count="multiple", file_types=["video"], label="Videos")
+            batch_button = gr.Button("Score", variant="primary")
+            batch_summary = gr.Markdown(elem_id="batch-summary")
+            batch_table = gr.Dataframe(headers=BATCH_COLUMNS, label="Scores", interactive=False, wrap=True)
+            batch_csv = gr.File(label="Scores (CSV)", interactive=False)
+        batch_button.click(batch, [batch_files, engines], [batch_table, batch_summary, batch_csv], api_name="batch")
 
         analyze_button.click(
             analyze,

@@ -25,6 +25,7 @@ __all__ = [
     "analyze",
     "analyze_stream",
     "load_engines",
+    "score",
 ]
 
 # public name -> the module that defines it, imported on first access
@@ -32,11 +33,12 @@ _LAZY = {
     "analyze": "syncnet.api",
     "analyze_stream": "syncnet.api",
     "load_engines": "syncnet.api",
+    "score": "syncnet.api",
     "Report": "syncnet.report",
 }
 
 if TYPE_CHECKING:
-    from syncnet.api import analyze, analyze_stream, load_engines
+    from syncnet.api import analyze, analyze_stream, load_engines, score
     from syncnet.report import Report
 
 

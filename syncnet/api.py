@@ -4,7 +4,8 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator, Sequence
 
-from syncnet import pipeline
+from syncnet import batch, pipeline
+from syncnet.batch import BatchSummary
 from syncnet.constants import DEFAULT_WINDOW_S
 from syncnet.engines import Engine, Skipped
 from syncnet.pipeline import Progress, WindowReport
@@ -74,3 +75,20 @@ def with_tolerance(windows: Iterator[WindowReport], tolerance: Tolerance) -> Ite
 def load_engines(engines: EngineChoice = None) -> tuple[list[Engine], list[Skipped]]:
     """Load the chosen engines once for this process; those that cannot run come back as ``Skipped`` with why."""
     return pipeline.get_engines(engines)
+
+
+def score(
+    inputs: str | os.PathLike | Sequence[str | os.PathLike],
+    out: str | os.PathLike,
+    engines: EngineChoice = None,
+    **options,
+) -> BatchSummary:
+    """Score many videos (files, folders, ``@list.txt``) into a results file (.csv, .jsonl or .parquet).
+
+    One row per (video, engine), appended as videos finish; videos already in ``out`` are skipped. Options as
+    :func:`syncnet.batch.score` (``crop``, ``workers``, ``backend="ray"``, ``overwrite``, curation...). Returns the
+    summary: videos scored and failed, per engine the mean and median LSE-C and LSE-D.
+    """
+    if isinstance(inputs, (str, os.PathLike)):
+        inputs = [inputs]
+    return batch.score(inputs, out, engines, **options)

@@ -1,7 +1,9 @@
-"""The command line: ``python -m syncnet detect VIDEO`` and ``python -m syncnet stream HLS_URL``.
+"""The command line: ``python -m syncnet detect VIDEO``, ``python -m syncnet stream HLS_URL`` and
+``python -m syncnet score INPUT... --out RESULTS.csv``.
 
 JSON (``--json``) or plain lines go to stdout, progress to stderr. Exit codes: 0 done, 2 bad input or arguments
-(one line on stderr, no traceback), 3 an internal error (a bug: its traceback goes to stderr).
+(one line on stderr, no traceback), 3 an internal error (a bug: its traceback goes to stderr), 130 a batch stopped
+by Ctrl-C (its finished rows kept).
 """
 from __future__ import annotations
 
@@ -29,6 +31,7 @@ EXIT_OK = 0
 EXIT_BAD_INPUT = 2
 EXIT_OUTPUT_CLOSED = 1
 EXIT_INTERNAL_ERROR = 3
+EXIT_INTERRUPTED = 130
 
 log = logging.getLogger("syncnet")
 
@@ -57,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="allow loopback/private addresses, for local testing (or SYNCNET_ALLOW_PRIVATE_HOSTS=1)",
     )
+    _add_score_parser(commands)
     return parser
 
 
@@ -75,6 +79,37 @@ def _tolerance(text: str) -> Tolerance:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
+def _add_score_parser(commands) -> None:
+    from syncnet.constants import CROP_PROTOCOLS
+
+    score = commands.add_parser(
+        "score", help="score many videos into one results file (resumable, parallel, on Ray)",
+        description="One row per (video, engine) scored and one error row per video that could not be, appended "
+                    "as videos finish; a rerun skips the videos already in --out.",
+    )
+    score.add_argument("inputs", nargs="+", metavar="INPUT",
+                       help="a video file, a folder (searched recursively) or @list.txt (one path per line)")
+    score.add_argument("--out", required=True, metavar="RESULTS", help="results file: .csv, .jsonl or .parquet")
+    score.add_argument("--engine", choices=[*ENGINE_NAMES, "all"], default="all", help="engine to run (default all)")
+    score.add_argument("--crop", choices=CROP_PROTOCOLS, default="track", help="scoring protocol (default track)")
+    score.add_argument("--workers", type=int, metavar="N",
+                       help="processes (local, default 1) or Ray actors (default one per CPU), each loading the "
+                            "engines once")
+    score.add_argument("--threads", type=int, metavar="T", help="threads per worker (default: the cores split)")
+    score.add_argument("--backend", choices=["local", "ray"], default="local", help="where to run (default local)")
+    score.add_argument("--ray-address", metavar="ADDR", help="Ray cluster to use (default: a local Ray instance)")
+    score.add_argument("--overwrite", action="store_true", help="start again instead of skipping finished videos")
+    score.add_argument("--summary", metavar="FILE.json", help="also write the summary as JSON")
+    score.add_argument("--min-confidence", type=float, metavar="C", help="curation: confidence at least C")
+    score.add_argument("--max-offset", type=int, metavar="K", help="curation: offset at most K frames either way")
+    score.add_argument("--passed", metavar="FILE.txt",
+                       help="where to list the videos that pass (default: RESULTS.passed.txt beside --out)")
+    score.add_argument("--fix-dir", metavar="DIR",
+                       help="write corrected copies of the videos that pass but are out of sync into DIR")
+    score.add_argument("--verbose", action="store_true", help="log warnings, and MediaPipe's native log, on stderr")
+    add_tolerance_option(score)
+
+
 def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--engine", choices=[*ENGINE_NAMES, "all"], default="all", help="engine to run (default all)")
     add_tolerance_option(parser)
@@ -90,6 +125,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "detect":
             return detect(args)
+        if args.command == "score":
+            return score(args)
         return stream(args)
     except BrokenPipeError:  # the reader of stdout went away (e.g. `| head`): stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
@@ -170,6 +207,40 @@ def stream(args: argparse.Namespace) -> int:
     finally:
         windows.close()
     return EXIT_OK
+
+
+def score(args: argparse.Namespace) -> int:
+    """Score many videos; the summary goes to stderr (and --summary), a progress bar with rate and ETA too."""
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    from syncnet.batch import score as score_videos
+
+    with _BatchBar() as bar, logging_redirect_tqdm():
+        summary = score_videos(
+            args.inputs, args.out, args.engine, crop=args.crop, workers=args.workers, threads=args.threads,
+            backend=args.backend, ray_address=args.ray_address, overwrite=args.overwrite,
+            min_confidence=args.min_confidence, max_offset=args.max_offset, passed_list=args.passed,
+            fix_dir=args.fix_dir, summary_path=args.summary, progress=bar.update,
+        )
+    print("\n".join(f"syncnet: {line}" for line in summary.lines()), file=sys.stderr)
+    return EXIT_INTERRUPTED if summary.interrupted else EXIT_OK
+
+
+class _BatchBar:
+    """A tqdm bar on stderr counting videos, with rate and ETA, fed by the batch's (done, total) callback."""
+
+    def __enter__(self) -> _BatchBar:
+        self._bar: tqdm | None = None
+        return self
+
+    def update(self, done: int, total: int) -> None:
+        if self._bar is None:
+            self._bar = tqdm(total=total, unit="video", desc="scoring", file=sys.stderr, disable=None, leave=False)
+        self._bar.update(done - self._bar.n)
+
+    def __exit__(self, *exc) -> None:
+        if self._bar is not None:
+            self._bar.close()
 
 
 def _silence_native_stderr() -> None:
