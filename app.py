@@ -19,8 +19,8 @@ from pathlib import Path
 import gradio as gr
 
 from syncnet import pipeline, plots
-from syncnet.engines import ENGINE_NAMES
 from syncnet.constants import DEFAULT_WINDOW_S
+from syncnet.engines import ENGINE_NAMES
 from syncnet.errors import SyncNetError
 from syncnet.remux import write_corrected
 from syncnet.report import (
@@ -28,11 +28,12 @@ from syncnet.report import (
     Report,
     describe_fix,
     describe_offset,
-    preferred_result,
+    describe_verdict,
     result_rows,
     timing_rows,
     window_to_dict,
 )
+from syncnet.verdict import DEFAULT_TOLERANCE, PRESET_LABELS, PRESETS, Tolerance, parse_tolerance
 
 MAX_UPLOAD_BYTES = 50 * 1024 * 1024  # refused by Gradio before anything is decoded
 MAX_DURATION_S = 60.0  # refused by load_media before frames are decoded
@@ -43,9 +44,23 @@ STREAM_MAX_SECONDS = 600.0  # a monitor holds a worker: it stops after this much
 CACHE_TTL_S = 900  # Gradio's copies of uploads and results are removed this long after they were made
 EXAMPLES_DIR = Path(__file__).parent / "examples"
 EXAMPLE_SUFFIXES = (".mp4", ".webm", ".mov")
-STREAM_COLUMNS = ["t_start (s)", "t_end (s)", "engine", "offset (frames)", "verdict", "confidence"]
+STREAM_COLUMNS = ["from (s)", "to (s)", "engine", "verdict", "offset (frames)", "confidence"]
 BATCH_MAX_FILES = 10  # videos per batch, each within the upload limits; more would hold a worker too long
 BATCH_COLUMNS = ["video", "status", "engine", "offset (frames)", "verdict", "confidence", "min dist", "error"]
+TOLERANCE_CHOICES = [
+    (f"{PRESET_LABELS[name]} (+{t.early_ms:g} / -{t.late_ms:g} ms)", name) for name, t in PRESETS.items()
+]
+# The results tables span the page; their headers and cells wrap between words, never inside one (Gradio's default
+# breaks anywhere: headers went letter by letter); below 760 px the table scrolls sideways instead of squeezing.
+RESULT_WIDTHS = ["12%", "26%", "9%", "9%", "12%", "11%", "10%", "11%"]  # RESULT_COLUMNS' share of the width
+STREAM_WIDTHS = ["10%", "10%", "14%", "40%", "13%", "13%"]
+CSS = """
+.table-scroll { overflow-x: auto; }
+.table-scroll > .results-table, .table-scroll .results-table .table-container { min-width: 760px !important; }
+.results-table th span, .results-table .body-cell span { white-space: normal !important;
+  word-break: normal !important; overflow-wrap: normal !important; hyphens: none !important; }
+#verdict h3 { margin-top: 0; }
+"""
 
 log = logging.getLogger("syncnet.app")
 
@@ -73,8 +88,14 @@ def user_errors(what: str):
         raise gr.Error(f"Internal error while {what} (a bug, logged on the server): {type(bug).__name__}") from None
 
 
-def _run(video: str | None, engines: list[str], progress: gr.Progress) -> Report:
+def _tolerance(choice: str | None) -> Tolerance:
+    with user_errors("reading the tolerance"):
+        return parse_tolerance(choice or None)
+
+
+def _run(video: str | None, engines: list[str], tolerance: str | None, progress: gr.Progress) -> Report:
     """The pipeline on an uploaded file, with bad input turned into a message for the user."""
+    chosen = _tolerance(tolerance)
     with user_errors("analysing the video"):
         report = pipeline.analyze_file(
             _require_video(video),
@@ -84,26 +105,31 @@ def _run(video: str | None, engines: list[str], progress: gr.Progress) -> Report
             max_bytes=MAX_UPLOAD_BYTES,
         )
     report.input = Path(video).name  # the upload's name, not where the server keeps it
+    report.tolerance = chosen
     return report
 
 
-def detect(video: str | None, engines: list[str], progress=gr.Progress()) -> dict:
-    """Offsets, confidences and distances per engine, as `python -m syncnet detect --json` prints them."""
-    return _run(video, engines, progress).to_dict()
+def detect(video: str | None, engines: list[str], tolerance: str | None = None, progress=gr.Progress()) -> dict:
+    """Verdicts, offsets, confidences and distances per engine, as `python -m syncnet detect --json` prints them."""
+    return _run(video, engines, tolerance, progress).to_dict()
 
 
-def analyze(video: str | None, engines: list[str], progress=gr.Progress()):
+def analyze(video: str | None, engines: list[str], tolerance: str | None = None, progress=gr.Progress()):
     """Everything: the verdict, a table per engine, timings, plots, crops, the corrected video and detailed JSON.
 
     A generator that yields once: Gradio copies the corrected video to its cache before resuming it, and then our
     own copy is removed.
     """
-    report = _run(video, engines, progress)
+    report = _run(video, engines, tolerance, progress)
     folder = Path(tempfile.mkdtemp(dir=OUTPUT_ROOT))
     try:
         verdict, corrected = _verdict(report), None
         offset = report.fix_offset_frames()
-        if offset is not None:
+        if offset is None:
+            verdict += f"\n\nNo corrected video: {report.no_fix_reason()}."
+        elif offset == 0:  # in sync: nothing to correct, no copy to wait for
+            verdict += "\n\nNo corrected video needed: the offset is below what viewers notice."
+        else:
             corrected = folder / f"{Path(video).stem}_synced.mp4"
             try:
                 write_corrected(video, corrected, offset)
@@ -125,22 +151,29 @@ def analyze(video: str | None, engines: list[str], progress=gr.Progress()):
 
 
 def _verdict(report: Report) -> str:
+    """The most trusted engine's verdict first, then every engine's, the tolerance and the face followed."""
+    head = f"### {_capital(describe_verdict(report))}"
+    if report.verdict is not None:
+        head += f"\n\nVerdict `{report.verdict}`; tolerance {report.tolerance.describe()}."
     lines = [
-        f"**{r.engine}**: {describe_offset(r.offset_frames)} (confidence {r.confidence:.2f})" for r in report.results
+        f"**{r.engine}**: {describe_offset(r, report.tolerance)} (confidence {r.confidence:.2f})"
+        for r in report.results
     ]
     lines += [f"**{s.engine}** is off: {s.reason}" for s in report.skipped]
-    best = preferred_result(report.results)
-    head = "No engine could run." if best is None else (
-        f"### {describe_offset(best.offset_frames).capitalize()} ({best.engine})"
-    )
     lines.append(f"Face: {report.face_summary}.")
     return "\n\n".join([head, *lines])
 
 
-def monitor(url: str, engines: list[str], window_s: float, max_seconds: float, request: gr.Request):
+def _capital(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
+def monitor(url: str, engines: list[str], window_s: float, max_seconds: float, tolerance: str | None,
+            request: gr.Request):
     """Follow an HLS stream: after each window, the table of all windows so far and the latest window's JSON."""
     if not url or not url.strip():
         raise gr.Error("Enter the http(s) URL of an HLS playlist (.m3u8).")
+    chosen = _tolerance(tolerance)
     rows: list[list] = []
     stop = _start_monitor(request.session_hash)
     try:
@@ -153,12 +186,15 @@ def monitor(url: str, engines: list[str], window_s: float, max_seconds: float, r
                 stop=stop,  # private hosts only with SYNCNET_ALLOW_PRIVATE_HOSTS=1 in the server's environment
             ):
                 span = [round(window.t_start, 2), round(window.t_end, 2)]
-                if window.report is None:
-                    rows.append([*span, "-", None, window.error, None])
+                if window.report is None:  # a silent window has no sync signal; any other failure says why
+                    words = "no sync signal: the sound is silent" if window.silent else window.error
+                    rows.append([*span, "-", words, None, None])
+                else:
+                    window.report.tolerance = chosen
                 for r in [] if window.report is None else window.report.results:
-                    verdict = describe_offset(r.offset_frames)
-                    rows.append([*span, r.engine, r.offset_frames, verdict, round(r.confidence, 3)])
-                yield rows, window_to_dict(window.t_start, window.t_end, window.report, window.error)
+                    rows.append([*span, r.engine, describe_offset(r, chosen), r.offset_frames, round(r.confidence, 3)])
+                line = window_to_dict(window.t_start, window.t_end, window.report, window.error, silent=window.silent)
+                yield rows, line
     finally:
         _end_monitor(request.session_hash, stop)
 
@@ -260,7 +296,12 @@ def build_demo() -> gr.Blocks:
         )
         with gr.Accordion("Engines", open=True):
             status = gr.Markdown("Loading the engines...", elem_id="engine-status")
-        engines = gr.CheckboxGroup(list(ENGINE_NAMES), value=list(ENGINE_NAMES), label="Engines")
+        with gr.Row():
+            engines = gr.CheckboxGroup(list(ENGINE_NAMES), value=list(ENGINE_NAMES), label="Engines", min_width=300)
+            tolerance = gr.Dropdown(
+                TOLERANCE_CHOICES, value=DEFAULT_TOLERANCE.name, allow_custom_value=True,
+                label="In sync when the audio is within (or type EARLY_MS,LATE_MS)", elem_id="tolerance", min_width=300,
+            )
         with gr.Tab("Video"):
             with gr.Row():
                 with gr.Column():
@@ -274,10 +315,12 @@ def build_demo() -> gr.Blocks:
                         gr.Examples(examples, inputs=[video])
                 with gr.Column():
                     verdict = gr.Markdown(elem_id="verdict")
-                    table = gr.Dataframe(
-                        headers=RESULT_COLUMNS, label="Results per engine", interactive=False, wrap=True
-                    )
                     timing = gr.Dataframe(headers=["stage", "seconds"], label="Time per stage", interactive=False)
+            with gr.Column(elem_classes=["table-scroll"]):  # the whole width: every column reads on one screen
+                table = gr.Dataframe(
+                    headers=RESULT_COLUMNS, label="Results per engine", interactive=False, wrap=True,
+                    column_widths=RESULT_WIDTHS, elem_classes=["results-table"], elem_id="results",
+                )
             with gr.Row():
                 distance_plot = gr.Image(label="Distance against offset", format="png", elem_id="distance-plot")
                 confidence_plot = gr.Image(label="Confidence over time", format="png")
@@ -292,7 +335,11 @@ def build_demo() -> gr.Blocks:
                 max_seconds = gr.Number(120, label="Stop after (s of stream)", minimum=1, maximum=STREAM_MAX_SECONDS)
                 start_button = gr.Button("Start", variant="primary")
                 stop_button = gr.Button("Stop")
-            windows = gr.Dataframe(headers=STREAM_COLUMNS, label="Windows", interactive=False, elem_id="stream-windows")
+            with gr.Column(elem_classes=["table-scroll"]):
+                windows = gr.Dataframe(
+                    headers=STREAM_COLUMNS, label="Windows", interactive=False, wrap=True, elem_id="stream-windows",
+                    column_widths=STREAM_WIDTHS, elem_classes=["results-table"],
+                )
             latest = gr.JSON(label="Latest window")
 
         with gr.Tab("Batch"):
@@ -310,16 +357,16 @@ def build_demo() -> gr.Blocks:
 
         analyze_button.click(
             analyze,
-            [video, engines],
+            [video, engines, tolerance],
             [verdict, table, timing, distance_plot, confidence_plot, strip, corrected, details],
             api_name="analyze",
         )
-        detect_button.click(detect, [video, engines], [details], api_name="detect").success(
+        detect_button.click(detect, [video, engines, tolerance], [details], api_name="detect").success(
             lambda: gr.Accordion(open=True), None, [json_box], api_visibility="private"
         )
         stream_event = start_button.click(
             monitor,
-            [url, engines, window_s, max_seconds],
+            [url, engines, window_s, max_seconds, tolerance],
             [windows, latest],
             api_name="stream",
             concurrency_limit=1,
@@ -335,7 +382,7 @@ def launch(**kwargs) -> tuple:
     threading.Thread(target=pipeline.get_engines, name="load-engines", daemon=True).start()  # page up first
     demo = build_demo()
     demo.queue(default_concurrency_limit=CONCURRENCY_LIMIT, max_size=QUEUE_SIZE)
-    return demo, demo.launch(max_file_size=MAX_UPLOAD_BYTES, **kwargs)
+    return demo, demo.launch(max_file_size=MAX_UPLOAD_BYTES, css=CSS, **kwargs)
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ from tests.synthetic_weights import write_weights
 pytestmark = pytest.mark.slow
 
 CLIP = CLIPS / "pcavs_posesrc_00067.mp4"
+EARLY = Path(__file__).resolve().parents[1] / "examples" / "pcavs_posesrc_00067_audio_early_120ms.mp4"
 
 
 @pytest.fixture(scope="module")
@@ -49,8 +50,9 @@ def test_named_endpoints(client):
 
 def test_detect_returns_the_cli_json_and_matches_the_library(client):
     data = client.predict(handle_file(str(CLIP)), api_name="/detect")
-    assert set(data) == {"input", "fps", "duration_s", "frames", "results", "timing_s", "skipped"}
+    assert set(data) == {"input", "fps", "duration_s", "frames", "verdict", "results", "timing_s", "skipped"}
     assert data["input"] == CLIP.name  # the upload's name, not the server's path
+    assert data["verdict"] == data["results"][0]["verdict"]  # syncnet's, the most trusted engine
     assert data["frames"] == 114 and data["skipped"] == []
     by_engine = {r["engine"]: r for r in data["results"]}
     assert set(by_engine) == {"syncnet", "fcn", "landmarks"}
@@ -64,29 +66,43 @@ def test_detect_returns_the_cli_json_and_matches_the_library(client):
         assert theirs["confidence"] == pytest.approx(ours["confidence"], rel=1e-6)
 
 
-def test_detect_with_one_engine(client):
-    data = client.predict(handle_file(str(CLIP)), ["landmarks"], api_name="/detect")
+def test_detect_with_one_engine_and_a_tolerance(client):
+    data = client.predict(handle_file(str(CLIP)), ["landmarks"], "atsc", api_name="/detect")
     assert [r["engine"] for r in data["results"]] == ["landmarks"]
+    assert data["results"][0]["tolerance_ms"] == [15, 45]
+    custom = client.predict(handle_file(str(CLIP)), ["landmarks"], "+30,-90", api_name="/detect")
+    assert custom["results"][0]["tolerance_ms"] == [30, 90]
+    with pytest.raises(AppError, match="tolerance 'soon'"):
+        client.predict(handle_file(str(CLIP)), ["landmarks"], "soon", api_name="/detect")
 
 
 def test_analyze_returns_words_plots_crops_and_the_corrected_video(client):
     verdict, table, timing, distances, confidence, strip, corrected, details = client.predict(
         handle_file(str(CLIP)), ["fcn", "landmarks"], api_name="/analyze"
     )
-    assert any(words in verdict for words in ("in sync", "early: delay it by", "late: advance it by"))
+    assert verdict.startswith("### ") and "(fcn)" in verdict.splitlines()[0]  # the most trusted engine leads
+    assert any(words in verdict for words in ("In sync", "early: delay it by", "late: advance it by", "No sync signal"))
     assert [row[0] for row in table["data"]] == ["fcn", "landmarks"]
     assert [row[0] for row in timing["data"]][:2] == ["decode", "faces"]
     for png in (distances, confidence):
         with open(png, "rb") as f:
             assert f.read(8) == b"\x89PNG\r\n\x1a\n"
     assert strip  # an image file of the crops
-    video = corrected["video"] if isinstance(corrected, dict) else corrected
-    fixed = load_media(video)
-    assert abs(fixed.duration_s - details["duration_s"]) < 1.0
+    if details["verdict"] in ("in_sync", "no_signal"):  # nothing to correct, or nothing to trust: no video
+        assert corrected is None and "No corrected video" in verdict
     assert details["segment"]["stop_frame"] > details["segment"]["start_frame"]
     assert list(app.OUTPUT_ROOT.iterdir()) == []  # our copy of the corrected video is gone, Gradio serves its own
     for result in details["results"]:
         assert len(result["frame_confidence"]) > 0 and np.isfinite(result["frame_confidence"]).all()
+
+
+def test_analyze_corrects_early_audio(client):
+    verdict, *_, corrected, details = client.predict(handle_file(str(EARLY)), ["landmarks"], api_name="/analyze")
+    assert details["verdict"] == "audio_early"
+    assert verdict.startswith("### Audio is 1") and "Corrected video below: audio delayed by" in verdict
+    video = corrected["video"] if isinstance(corrected, dict) else corrected
+    assert abs(load_media(video).duration_s - details["duration_s"]) < 1.0
+    assert list(app.OUTPUT_ROOT.iterdir()) == []  # our copy of the corrected video is gone, Gradio serves its own
 
 
 def test_bad_input_gets_a_clear_error_and_the_server_lives_on(client, tmp_path):
@@ -118,6 +134,7 @@ def test_stream_endpoint_gives_a_result_per_window(client, tmp_path, monkeypatch
         assert len(table["data"]) == count  # the table grows by one row per window
         assert table["data"][-1][:3] == [latest["t_start"], latest["t_end"], "landmarks"]
         assert latest["results"][0]["engine"] == "landmarks" and len(latest["results"][0]["dists"]) == 31
+        assert latest["verdict"] == latest["results"][0]["verdict"] and table["data"][-1][3]  # words in the table
     spans = [(row[0], row[1]) for row in updates[-1][0]["data"]]
     assert spans[0] == (0.0, 4.0) and spans[1][0] == 4.0 and spans[1][1] in (6.0, 8.0)
 

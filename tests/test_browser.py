@@ -57,8 +57,14 @@ def test_upload_analyze_and_see_the_offset_and_plot(page, tmp_path):
 
     verdict = page.locator("#verdict h3")
     expect(verdict).to_be_visible(timeout=RESULT_TIMEOUT_MS)
-    assert any(words in verdict.inner_text().lower() for words in ("in sync", "ms early", "ms late"))
+    assert any(words in verdict.inner_text().lower() for words in ("in sync", "ms early", "ms late", "no sync signal"))
     expect(page.locator("#verdict")).to_contain_text("landmarks: ")
+    expect(page.locator("#verdict")).to_contain_text("tolerance ITU-R BT.1359 detectability")
+    for width in (1400, 390):  # desktop and phone: every header and cell word on one line (never letter by letter)
+        page.set_viewport_size({"width": width, "height": 1800})
+        expect(page.locator("#results").get_by_text("calibrated (frames)")).to_be_visible()
+        assert _words_split_across_lines(page.locator("#results th span, #results .body-cell span")) == []
+    page.set_viewport_size({"width": 1400, "height": 1800})
     plot = page.locator("#distance-plot img")
     expect(plot).to_be_visible(timeout=30_000)
     assert plot.evaluate("img => img.complete && img.naturalWidth") > 100  # the PNG loaded and decoded
@@ -66,6 +72,20 @@ def test_upload_analyze_and_see_the_offset_and_plot(page, tmp_path):
     shot = tmp_path / "app.png"
     page.screenshot(path=str(shot), full_page=True)
     assert shot.stat().st_size > 10_000
+
+
+def _words_split_across_lines(spans) -> list[str]:
+    """The words of these elements' text that the browser broke over two lines or more."""
+    return spans.evaluate_all("""elements => elements.flatMap(element => {
+        const node = element.firstChild;
+        if (!node || node.nodeType !== Node.TEXT_NODE) return [];
+        return [...node.textContent.matchAll(/\\S+/g)].filter(match => {
+            const range = document.createRange();
+            range.setStart(node, match.index);
+            range.setEnd(node, match.index + match[0].length);
+            return new Set([...range.getClientRects()].map(rect => Math.round(rect.top))).size > 1;
+        }).map(match => match[0]);
+    })""")
 
 
 def test_example_with_early_audio(page):
