@@ -19,7 +19,7 @@ from pathlib import Path
 import gradio as gr
 
 from syncnet import pipeline, plots
-from syncnet.constants import DEFAULT_WINDOW_S
+from syncnet.constants import CROP_PROTOCOLS, DEFAULT_WINDOW_S
 from syncnet.engines import ENGINE_NAMES
 from syncnet.errors import SyncNetError
 from syncnet.remux import write_corrected
@@ -93,7 +93,9 @@ def _tolerance(choice: str | None) -> Tolerance:
         return parse_tolerance(choice or None)
 
 
-def _run(video: str | None, engines: list[str], tolerance: str | None, progress: gr.Progress) -> Report:
+def _run(
+    video: str | None, engines: list[str], tolerance: str | None, crop: str | None, progress: gr.Progress
+) -> Report:
     """The pipeline on an uploaded file, with bad input turned into a message for the user."""
     chosen = _tolerance(tolerance)
     with user_errors("analysing the video"):
@@ -103,24 +105,29 @@ def _run(video: str | None, engines: list[str], tolerance: str | None, progress:
             progress=lambda fraction, what: progress(fraction, desc=what),
             max_duration_s=MAX_DURATION_S,
             max_bytes=MAX_UPLOAD_BYTES,
+            crop=crop or "track",
         )
     report.input = Path(video).name  # the upload's name, not where the server keeps it
     report.tolerance = chosen
     return report
 
 
-def detect(video: str | None, engines: list[str], tolerance: str | None = None, progress=gr.Progress()) -> dict:
+def detect(
+    video: str | None, engines: list[str], tolerance: str | None = None, crop: str = "track", progress=gr.Progress()
+) -> dict:
     """Verdicts, offsets, confidences and distances per engine, as `python -m syncnet detect --json` prints them."""
-    return _run(video, engines, tolerance, progress).to_dict()
+    return _run(video, engines, tolerance, crop, progress).to_dict()
 
 
-def analyze(video: str | None, engines: list[str], tolerance: str | None = None, progress=gr.Progress()):
+def analyze(
+    video: str | None, engines: list[str], tolerance: str | None = None, crop: str = "track", progress=gr.Progress()
+):
     """Everything: the verdict, a table per engine, timings, plots, crops, the corrected video and detailed JSON.
 
     A generator that yields once: Gradio copies the corrected video to its cache before resuming it, and then our
     own copy is removed.
     """
-    report = _run(video, engines, tolerance, progress)
+    report = _run(video, engines, tolerance, crop, progress)
     folder = Path(tempfile.mkdtemp(dir=OUTPUT_ROOT))
     try:
         verdict, corrected = _verdict(report), None
@@ -308,6 +315,13 @@ def build_demo() -> gr.Blocks:
                     video = gr.Video(
                         sources=["upload", "webcam"], include_audio=True, label="Talking-face video (upload or record)"
                     )
+                    crop = gr.Radio(
+                        list(CROP_PROTOCOLS),
+                        value="track",
+                        label="Crop protocol",
+                        info="track: find and follow the face (syncnet_python). full-frame: Wav2Lip's LRS protocol, "
+                        "each whole frame resized to 224x224, for videos that are already face crops.",
+                    )
                     with gr.Row():
                         analyze_button = gr.Button("Analyze", variant="primary")
                         detect_button = gr.Button("Offsets only (JSON)")
@@ -357,11 +371,11 @@ def build_demo() -> gr.Blocks:
 
         analyze_button.click(
             analyze,
-            [video, engines, tolerance],
+            [video, engines, tolerance, crop],
             [verdict, table, timing, distance_plot, confidence_plot, strip, corrected, details],
             api_name="analyze",
         )
-        detect_button.click(detect, [video, engines, tolerance], [details], api_name="detect").success(
+        detect_button.click(detect, [video, engines, tolerance, crop], [details], api_name="detect").success(
             lambda: gr.Accordion(open=True), None, [json_box], api_visibility="private"
         )
         stream_event = start_button.click(

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, NoReturn
 
 from tqdm import tqdm
 
-from syncnet.constants import DEFAULT_WINDOW_S
+from syncnet.constants import CROP_PROTOCOLS, DEFAULT_WINDOW_S
 from syncnet.engines import ENGINE_NAMES
 from syncnet.errors import BadArgument, SyncNetError
 from syncnet.verdict import TOLERANCE_HELP, Tolerance, parse_tolerance
@@ -48,6 +48,13 @@ def build_parser() -> argparse.ArgumentParser:
     detect = commands.add_parser("detect", help="measure the audio-video offset of a video file")
     detect.add_argument("video", help="video file with a talking face and sound")
     _add_common(detect)
+    detect.add_argument(
+        "--crop",
+        choices=CROP_PROTOCOLS,
+        default="track",
+        help="scoring protocol: track (syncnet_python's tracked face crops, the default) or full-frame (Wav2Lip's LRS "
+        "protocol: no face detection, each frame resized to 224x224; for videos that are already face crops)",
+    )
     detect.add_argument("--fix", metavar="OUT.mp4", help="write a copy with the audio shifted back into sync")
 
     stream = commands.add_parser("stream", help="follow an HLS stream window by window")
@@ -150,7 +157,7 @@ def detect(args: argparse.Namespace) -> int:
     from syncnet.report import summary_lines
 
     with _ProgressBar() as bar:
-        report = analyze_file(args.video, args.engine, progress=bar.update)
+        report = analyze_file(args.video, args.engine, progress=bar.update, crop=args.crop)
     report.tolerance = args.tolerance
     if args.json:
         print(report.to_json())

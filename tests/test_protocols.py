@@ -102,3 +102,28 @@ def test_track_protocol_is_unchanged(grid):
     track = track_face(grid.frames, grid.audio)
     assert report.segment == (track.start, track.stop)
     np.testing.assert_array_equal(report.crops, sample_frames(crop_faces(grid.frames, track)))
+
+
+@pytest.mark.parametrize("crop", ["track", "full-frame"])
+def test_cli_detect_passes_the_crop_protocol_on(monkeypatch, capsys, crop):
+    from syncnet import cli, pipeline
+
+    seen = {}
+
+    def fake_analyze_file(path, engines, progress=None, **options):
+        seen.update(options)
+        raise pipeline.BadArgument("stop here")  # the pipeline's own handling of the protocol is tested elsewhere
+
+    monkeypatch.setattr(pipeline, "analyze_file", fake_analyze_file)
+    assert cli.main(["detect", str(GRID_CLIP), "--crop", crop, "--verbose"]) == cli.EXIT_BAD_INPUT
+    assert seen["crop"] == crop
+    assert "stop here" in capsys.readouterr().err
+
+
+def test_cli_detect_refuses_an_unknown_crop_protocol(capsys):
+    from syncnet import cli
+
+    with pytest.raises(SystemExit) as stopped:
+        cli.main(["detect", str(GRID_CLIP), "--crop", "mouth"])
+    assert stopped.value.code == cli.EXIT_BAD_INPUT
+    assert "invalid choice: 'mouth'" in capsys.readouterr().err
