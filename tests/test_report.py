@@ -50,7 +50,9 @@ def test_fix_in_words():
 
 def test_json_has_exactly_the_cli_contract_shape():
     data = json.loads(_report().to_json())
-    assert set(data) == {"input", "fps", "duration_s", "frames", "results", "timing_s", "skipped"}
+    assert set(data) == {
+        "input", "fps", "duration_s", "frames", "results", "timing_s", "skipped", "protocol", "tracks"
+    }
     assert data["fps"] == 25.0 and data["frames"] == 114 and data["input"] == "clip.mp4"
     first = data["results"][0]
     assert set(first) == {
