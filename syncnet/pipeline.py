@@ -173,6 +173,7 @@ def _analyze(
 CHUNK_QUEUE = 2  # decoded chunks waiting for the face stage (1 s each)
 PIECE_QUEUE = 1  # pieces waiting for the engines (20 s each at most)
 CROP_ENGINES = ("syncnet", "fcn")  # the engines that look at face crops
+MIN_ROWS = int(MIN_TRACK_S * FPS) // 2  # fewer distance rows than this (0.5 s) give no result
 
 
 class _Timing:
@@ -310,7 +311,9 @@ class _Scorer:
             kept = (frames >= piece.keep[0]) & (frames < piece.keep[1])
             self.rows.setdefault((piece.track, engine.name), []).append((frames[kept], dists[kept]))
 
-    def result(self, engine: Engine, tracks: Sequence[int], span: tuple[int, int] | None = None) -> Scored | None:
+    def result(
+        self, engine: Engine, tracks: Sequence[int], span: tuple[int, int] | None = None, min_rows: int = MIN_ROWS
+    ) -> Scored | None:
         """The engine's result over the rows of these tracks (within frames [span) if given) and the frame of each
         row; None without enough rows."""
         parts = [part for track in tracks for part in self.rows.get((track, engine.name), [])]
@@ -319,20 +322,18 @@ class _Scorer:
         if span is not None:
             inside = (frames >= span[0]) & (frames < span[1])
             frames, dists = frames[inside], dists[inside]
-        if len(frames) < MIN_ROWS:
+        if len(frames) < min_rows:
             return None
         order = np.argsort(frames, kind="stable")
         result = summarize(engine.name, dists[order], engine.calibration, self.timing.seconds.get(engine.name, 0.0))
         return result, frames[order]
 
-    def results(self, tracks: Sequence[int], span: tuple[int, int] | None = None) -> list[Scored]:
-        return [scored for e in self.engines if (scored := self.result(e, tracks, span)) is not None]
+    def results(self, tracks: Sequence[int], span: tuple[int, int] | None = None, min_rows: int = MIN_ROWS
+                ) -> list[Scored]:
+        return [scored for e in self.engines if (scored := self.result(e, tracks, span, min_rows)) is not None]
 
 
 Scored = tuple[SyncResult, np.ndarray]  # a result and the frame of each of its distance rows
-
-
-MIN_ROWS = int(MIN_TRACK_S * FPS) // 2  # fewer distance rows than this (0.5 s) give no result for a window
 
 
 def _build_report(
@@ -374,12 +375,14 @@ def _build_report(
 
 def _windows(scorer: _Scorer, tracks: list[int], num_frames: int, window_s: float) -> tuple[list[WindowResult],
                                                                                             list[Drift]]:
-    """Results per window of `window_s` seconds (over the speaking tracks), and each engine's drift over them."""
+    """Results per window of `window_s` seconds (over the speaking tracks), and each engine's drift over them.
+
+    A window where the speaking faces give fewer distance rows than half the window has no results."""
     step = max(1, int(round(window_s * FPS)))
     windows = []
     for start in range(0, num_frames, step):
         stop = min(num_frames, start + step)
-        results = [r for r, _ in scorer.results(tracks, (start, stop))]
+        results = [r for r, _ in scorer.results(tracks, (start, stop), max(MIN_ROWS, step // 2))]
         windows.append(WindowResult(start / FPS, stop / FPS, results))
     drift = []
     for engine in scorer.engines:

@@ -130,6 +130,20 @@ def drift_ms_per_minute(times_s: Sequence[float], offsets_ms: Sequence[float]) -
     return float(slope)
 
 
+def track_lines(report: Report) -> list[str]:
+    """Plain lines for the face tracks, the windows and the drift (after `summary_lines`)."""
+    lines = []
+    for t in report.tracks:
+        speaking = "speaking" if t.speaking else "not speaking"
+        found = ", ".join(f"{r.engine} {r.offset_frames:+d} (confidence {r.confidence:.2f})" for r in t.results)
+        lines.append(f"  track {t.t_start:7.2f} - {t.t_end:7.2f} s, face {t.face}, {speaking}: {found or 'no result'}")
+    for w in report.windows or []:
+        found = ", ".join(f"{r.engine} {r.offset_frames:+d} (confidence {r.confidence:.2f})" for r in w.results)
+        lines.append(f"  window {w.t_start:7.2f} - {w.t_end:7.2f} s: {found or 'too little of a speaking face to score'}")
+    lines += [f"  drift {d.engine}: {d.ms_per_minute:+.1f} ms per minute over {d.windows} windows" for d in report.drift]
+    return lines
+
+
 TRACK_COLUMNS = ["t_start (s)", "t_end (s)", "face", "speaking", "engine", "offset (frames)", "offset (ms)",
                  "confidence"]
 
