@@ -132,15 +132,18 @@ def drift_ms_per_minute(times_s: Sequence[float], offsets_ms: Sequence[float]) -
 
 def track_lines(report: Report) -> list[str]:
     """Plain lines for the face tracks, the windows and the drift (after `summary_lines`)."""
+    def found(results: list[SyncResult]) -> str:
+        text = ", ".join(f"{r.engine} {r.offset_frames:+d} (confidence {r.confidence:.2f})" for r in results)
+        return text or "too little of a speaking face to score"
+
     lines = []
     for t in report.tracks:
         speaking = "speaking" if t.speaking else "not speaking"
-        found = ", ".join(f"{r.engine} {r.offset_frames:+d} (confidence {r.confidence:.2f})" for r in t.results)
-        lines.append(f"  track {t.t_start:7.2f} - {t.t_end:7.2f} s, face {t.face}, {speaking}: {found or 'no result'}")
+        lines.append(f"  track {t.t_start:7.2f} - {t.t_end:7.2f} s, face {t.face}, {speaking}: {found(t.results)}")
     for w in report.windows or []:
-        found = ", ".join(f"{r.engine} {r.offset_frames:+d} (confidence {r.confidence:.2f})" for r in w.results)
-        lines.append(f"  window {w.t_start:7.2f} - {w.t_end:7.2f} s: {found or 'too little of a speaking face to score'}")
-    lines += [f"  drift {d.engine}: {d.ms_per_minute:+.1f} ms per minute over {d.windows} windows" for d in report.drift]
+        lines.append(f"  window {w.t_start:7.2f} - {w.t_end:7.2f} s: {found(w.results)}")
+    lines += [f"  drift {d.engine}: {d.ms_per_minute:+.1f} ms per minute over {d.windows} windows"
+              for d in report.drift]
     return lines
 
 
