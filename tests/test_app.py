@@ -49,7 +49,9 @@ def test_named_endpoints(client):
 
 def test_detect_returns_the_cli_json_and_matches_the_library(client):
     data = client.predict(handle_file(str(CLIP)), api_name="/detect")
-    assert set(data) == {"input", "fps", "duration_s", "frames", "results", "timing_s", "skipped"}
+    assert set(data) == {
+        "input", "fps", "duration_s", "frames", "results", "timing_s", "skipped", "protocol", "tracks"
+    }
     assert data["input"] == CLIP.name  # the upload's name, not the server's path
     assert data["frames"] == 114 and data["skipped"] == []
     by_engine = {r["engine"]: r for r in data["results"]}
@@ -70,13 +72,14 @@ def test_detect_with_one_engine(client):
 
 
 def test_analyze_returns_words_plots_crops_and_the_corrected_video(client):
-    verdict, table, timing, distances, confidence, strip, corrected, details = client.predict(
+    verdict, table, timing, distances, confidence, strip, corrected, details, shots, offsets = client.predict(
         handle_file(str(CLIP)), ["fcn", "landmarks"], api_name="/analyze"
     )
     assert any(words in verdict for words in ("in sync", "early: delay it by", "late: advance it by"))
     assert [row[0] for row in table["data"]] == ["fcn", "landmarks"]
     assert [row[0] for row in timing["data"]][:2] == ["decode", "faces"]
-    for png in (distances, confidence):
+    assert [row[4] for row in shots["data"]] == ["fcn", "landmarks"]  # one face track, both engines
+    for png in (distances, confidence, offsets):
         with open(png, "rb") as f:
             assert f.read(8) == b"\x89PNG\r\n\x1a\n"
     assert strip  # an image file of the crops
