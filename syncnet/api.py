@@ -21,15 +21,19 @@ def analyze(
     max_duration_s: float | None = None,
     max_bytes: int | None = None,
     crop: str = "track",
+    window_s: float | None = None,
 ) -> Report:
     """Measure the audio-video offset of a video file with the chosen engines (all by default).
 
     ``progress(fraction, stage)`` is called as the work goes on. Raises :class:`syncnet.SyncNetError` for input
     that cannot be used (missing or unreadable file, no face, no sound, too long...). ``crop`` is the scoring
     protocol: ``"track"`` (syncnet_python's tracked face crops) or ``"full-frame"`` (Wav2Lip's LRS protocol).
+    Every face track of at least 1 s is scored (``report.tracks``); ``window_s`` adds results per window of that
+    many seconds and the drift (``report.windows``, ``report.drift``). Files up to 4 hours by default.
     """
     return pipeline.analyze_file(
-        source, engines, progress=progress, max_duration_s=max_duration_s, max_bytes=max_bytes, crop=crop
+        source, engines, progress=progress, max_duration_s=max_duration_s, max_bytes=max_bytes, crop=crop,
+        window_s=window_s,
     )
 
 

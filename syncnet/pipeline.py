@@ -346,8 +346,8 @@ def _build_report(
         for t in tracker.tracks
     ]
     speaking = [t.number for t in tracker.tracks if t.speaking]
-    if crop == "full-frame":
-        whole = [r for r, _ in scorer.results([FULL_FRAME_TRACK])]
+    whole = [r for r, _ in scorer.results([FULL_FRAME_TRACK])]
+    if whole:  # the full-frame protocol with a crop engine
         tracks.insert(0, TrackReport(0, num_frames, whole, True, "full frame"))
         speaking.append(FULL_FRAME_TRACK)
     combined = scorer.results(speaking)

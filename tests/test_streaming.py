@@ -11,6 +11,7 @@ import pytest
 from syncnet import faces, pipeline
 from syncnet.engines import EngineInput, load_engine
 from syncnet.media import SAMPLES_PER_FRAME, load_media, media_chunks
+from syncnet.protocols import full_frame_crops
 from tests.media_tools import ffmpeg
 from tests.paths import CLIPS
 from tests.synthetic_weights import write_weights
@@ -129,3 +130,24 @@ def test_memory_does_not_grow_with_length(tmp_path):
                               check=True, cwd=ROOT)
         peaks[minutes] = int(done.stdout.split()[-1])
     assert peaks[3] - peaks[0.5] < 100, peaks
+
+
+@pytest.mark.slow
+def test_full_frame_protocol_feeds_whole_frames_to_the_crop_engines(tmp_path, monkeypatch):
+    """crop="full-frame": fcn scores the resized whole frames, landmarks still the face track; the JSON says so."""
+    monkeypatch.setenv("SYNCNET_WEIGHTS", str(write_weights(tmp_path / "syncnet_v2.model")))
+    pipeline.unload_engines()
+    clip = CLIPS / "pcavs_posesrc_00067.mp4"
+    try:
+        report = pipeline.analyze_file(clip, ["fcn", "landmarks"], crop="full-frame")
+    finally:
+        pipeline.unload_engines()
+    data = report.to_dict()
+    assert data["protocol"] == "full-frame"
+    whole, face = report.tracks
+    assert whole.face == "full frame" and [r.engine for r in whole.results] == ["fcn"]
+    assert [r.engine for r in face.results] == ["landmarks"]
+    media = load_media(clip)
+    direct = load_engine("fcn").run(EngineInput(full_frame_crops(media.frames), media.audio, _mfcc(media.audio),
+                                                np.zeros((media.num_frames, 5), np.float32)))
+    np.testing.assert_allclose(whole.results[0].dists, direct.dists, rtol=1e-6)
