@@ -368,6 +368,35 @@ class _Series:
         return self._data[: self.count].copy()
 
 
+class _CropBlock:
+    """Face crops of consecutive frames written into one block; pieces take views of it, no copies.
+
+    When a piece has been handed on, the frames still needed (the next piece's context) move to a new block and
+    the old one lives on only in the pieces that view it.
+    """
+
+    def __init__(self, capacity: int):
+        self.capacity = capacity
+        self.block = np.empty((capacity, CROP_SIZE, CROP_SIZE, 3), np.uint8)  # pages touched only when written
+        self.start = 0  # relative frame of block[0]
+        self.count = 0
+
+    def append(self, crop: np.ndarray) -> None:
+        if self.count == len(self.block):
+            self.block = np.concatenate([self.block, np.empty_like(self.block)])
+        self.block[self.count] = crop
+        self.count += 1
+
+    def view(self, lo: int, hi: int) -> np.ndarray:
+        return self.block[lo - self.start : hi - self.start]
+
+    def drop(self, before: int) -> None:
+        keep = self.block[before - self.start : self.count]
+        self.block = np.empty((max(self.capacity, len(keep)), CROP_SIZE, CROP_SIZE, 3), np.uint8)
+        self.block[: len(keep)] = keep
+        self.start, self.count = before, len(keep)
+
+
 class _Track:
     """One face being followed: landmarks filled over short gaps, boxes smoothed, crops cut as frames go by.
 
@@ -378,7 +407,6 @@ class _Track:
     def __init__(self, number: int, frame_size: tuple[int, int], crops: bool, keep_landmarks: bool):
         self.number = number
         self.frame_size = frame_size
-        self.want_crops = crops
         self.start = -1  # first frame
         self.last = -1  # last frame with a detection
         self.last_points: np.ndarray | None = None
@@ -393,8 +421,8 @@ class _Track:
         self.mouth_centres: list[np.ndarray] = []
         self.lips: list[np.ndarray] = []
         self.shapes: list[np.ndarray] = []
-        self.crops: list[np.ndarray] = []  # from relative frame self.base to self.cut
-        self.audio: list[np.ndarray] = []  # the same frames' samples
+        self.crops = _CropBlock(PIECE_FRAMES + 2 * PIECE_CONTEXT + MAX_GAP_FRAMES + SMOOTH_KERNEL) if crops else None
+        self.audio: list[np.ndarray] = []  # samples of the frames from relative frame self.base to self.cut
         self.cut = 0  # frames [start, start + cut) have been cut (crops, audio)
         self.piece_start = 0  # first kept frame (relative) of the next piece
         self.sample_every = 1
@@ -447,10 +475,10 @@ class _Track:
             k = self.cut
             frame, audio = recent[self.start + k]
             sample = k % self.sample_every == 0
-            if self.want_crops or sample:
+            if self.crops is not None or sample:
                 x, y, bs = self._smoothed(self.sizes, k, final)
                 face = _crop_face(frame, x, y, bs)
-                if self.want_crops:
+                if self.crops is not None:
                     self.crops.append(face)
                 if sample:
                     cx, cy = self._smoothed(self.mouth_centres, k, final)
@@ -490,15 +518,17 @@ class _Track:
             keep=(self.start + keep_start, self.start + keep_stop),
             audio=np.concatenate(self.audio[lo:hi]),
             lips=np.stack(self.lips[lo:hi]).astype(np.float32),
-            crops=np.stack(self.crops[lo:hi]) if self.want_crops else None,
+            crops=None if self.crops is None else self.crops.view(start, stop),
             blendshapes=np.stack(self.shapes[lo:hi]) if len(self.shapes) >= hi else None,
         )
 
     def _drop(self, before: int) -> None:
         """Forget per-frame data before relative frame `before` (the next piece's context starts there)."""
+        if self.crops is not None:
+            self.crops.drop(before)
         count = min(before, self.cut - SMOOTH_HALF) - self.base
         if count > 0:
-            for series in (self.sizes, self.mouth_centres, self.lips, self.shapes, self.crops, self.audio):
+            for series in (self.sizes, self.mouth_centres, self.lips, self.shapes, self.audio):
                 del series[:count]
             self.base += count
 
