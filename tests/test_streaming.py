@@ -12,6 +12,8 @@ from syncnet import faces, pipeline
 from syncnet.engines import EngineInput, load_engine
 from syncnet.media import SAMPLES_PER_FRAME, load_media, media_chunks
 from syncnet.protocols import full_frame_crops
+from syncnet.report import drift_ms_per_minute
+from syncnet.scoring import OFFSETS, Calibration
 from tests.media_tools import ffmpeg
 from tests.paths import CLIPS
 from tests.synthetic_weights import write_weights
@@ -151,3 +153,23 @@ def test_full_frame_protocol_feeds_whole_frames_to_the_crop_engines(tmp_path, mo
     direct = load_engine("fcn").run(EngineInput(full_frame_crops(media.frames), media.audio, _mfcc(media.audio),
                                                 np.zeros((media.num_frames, 5), np.float32)))
     np.testing.assert_allclose(whole.results[0].dists, direct.dists, rtol=1e-6)
+
+
+def test_windows_and_drift_from_the_distance_rows():
+    """Two minutes whose offset steps from 0 to +2 frames halfway: 30 s windows read 0, 0, 80, 80 ms (64 ms/min)."""
+
+    class Engine:
+        name = "landmarks"
+        calibration = Calibration()
+
+    scorer = pipeline._Scorer([Engine()], pipeline._Timing(), full_frame=False)
+    frames = np.arange(3000)
+    true_offset = np.where(frames < 1500, 0, 2)
+    dists = np.abs(OFFSETS[None, :] - true_offset[:, None]).astype(float)  # V-shaped, minimum at the true offset
+    scorer.rows[(0, "landmarks")] = [(frames, dists)]
+    windows, drift = pipeline._windows(scorer, [0], len(frames), 30.0)
+    assert [(w.t_start, w.t_end) for w in windows] == [(0, 30), (30, 60), (60, 90), (90, 120)]
+    assert [w.results[0].calibrated_offset_ms for w in windows] == [0, 0, 80, 80]
+    assert [(d.engine, d.windows) for d in drift] == [("landmarks", 4)]
+    assert drift[0].ms_per_minute == pytest.approx(64.0)
+    assert drift_ms_per_minute([0, 60, 120], [10, 20, 30]) == pytest.approx(10.0)
