@@ -2,6 +2,7 @@
 
     python benchmarks/pipeline.py speed  [--clip CLIP] [--engines fcn,landmarks,...] [--out FILE]
     python benchmarks/pipeline.py memory [--clip CLIP] [--minutes 1,5,20] [--engine landmarks] [--out FILE]
+    python benchmarks/pipeline.py compare --baseline OTHER_CHECKOUT [--clip CLIP] [--engines ...] [--repeats N]
 
 Each run is `python -m syncnet detect --json` in a child process (the CLI as a user runs it: start-up, model
 loading, decoding, faces, engines). Real-time factor = wall-clock time / the clip's duration (below 1 is faster than
@@ -35,13 +36,15 @@ SPEED_CLIP = CLIPS / "visualvoice_interview.mp4"
 MEMORY_CLIP = CLIPS / "visualvoice_noisy_restaurant.mp4"  # 1280x720, one face
 
 
-def run_cli(video: Path, engine: str, env: dict[str, str], extra: tuple[str, ...] = ()) -> tuple[dict, float, float]:
-    """(report, wall seconds, peak RSS in MiB) of one `syncnet detect --json` run."""
+def run_cli(
+    video: Path, engine: str, env: dict[str, str], extra: tuple[str, ...] = (), root: Path = ROOT
+) -> tuple[dict, float, float]:
+    """(report, wall seconds, peak RSS in MiB) of one `syncnet detect --json` run of the checkout at `root`."""
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         started = time.perf_counter()
         child = subprocess.Popen(
             [sys.executable, "-m", "syncnet", "detect", str(video), "--engine", engine, "--json", *extra],
-            cwd=ROOT, env=env, stdout=out, stderr=err,
+            cwd=root, env=env, stdout=out, stderr=err,
         )
         _, status, usage = os.wait4(child.pid, 0)
         wall = time.perf_counter() - started
@@ -103,6 +106,34 @@ def speed(args: argparse.Namespace, folder: Path) -> list[str]:
     return lines
 
 
+def compare(args: argparse.Namespace, folder: Path) -> list[str]:
+    """This checkout against another (e.g. the last commit before streaming), run alternately on the same clip."""
+    env = environment(folder)
+    command = (f"python benchmarks/pipeline.py compare --clip {args.clip.name} --engines {args.engines}"
+               f" --baseline {args.baseline} --repeats {args.repeats}")
+    lines = header(command) + [
+        "",
+        "| engine | baseline wall s (RTF) | this wall s (RTF) | speed-up (median of per-round ratios) |"
+        " baseline peak MiB | this peak MiB |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for engine in args.engines.split(","):
+        rounds = []
+        for _ in range(args.repeats):
+            old, old_wall, old_rss = run_cli(args.clip, engine, env, root=args.baseline)
+            new, new_wall, new_rss = run_cli(args.clip, engine, env)
+            rounds.append((old_wall, new_wall, old_rss, new_rss))
+        duration = new["duration_s"]
+        old_wall, new_wall = (sorted(r[i] for r in rounds)[len(rounds) // 2] for i in (0, 1))
+        ratio = sorted(r[0] / r[1] for r in rounds)[len(rounds) // 2]
+        lines.append(
+            f"| {engine} | {old_wall:.1f} ({old_wall / duration:.2f}x) | {new_wall:.1f} ({new_wall / duration:.2f}x) |"
+            f" {ratio:.2f}x | {max(r[2] for r in rounds):.0f} | {max(r[3] for r in rounds):.0f} |"
+        )
+        print(lines[-1], flush=True)
+    return lines
+
+
 def memory(args: argparse.Namespace, folder: Path) -> list[str]:
     env = environment(folder)
     command = (f"python benchmarks/pipeline.py memory --clip {args.clip.name} --minutes {args.minutes}"
@@ -131,6 +162,12 @@ def main() -> None:
     p.add_argument("--clip", type=Path, default=SPEED_CLIP)
     p.add_argument("--engines", default="landmarks,fcn,syncnet,all")
     p.add_argument("--out", type=Path)
+    p = sub.add_parser("compare")
+    p.add_argument("--clip", type=Path, default=SPEED_CLIP)
+    p.add_argument("--engines", default="landmarks,fcn")
+    p.add_argument("--baseline", type=Path, required=True, help="another checkout of the repository")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--out", type=Path)
     p = sub.add_parser("memory")
     p.add_argument("--clip", type=Path, default=MEMORY_CLIP)
     p.add_argument("--minutes", default="1,5,20")
@@ -138,7 +175,7 @@ def main() -> None:
     p.add_argument("--out", type=Path)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="syncnet-bench-") as folder:
-        lines = (speed if args.what == "speed" else memory)(args, Path(folder))
+        lines = {"speed": speed, "compare": compare, "memory": memory}[args.what](args, Path(folder))
     lines += ["", f"Load average at the end: {os.getloadavg()[0]:.1f}."]
     text = "\n".join(lines) + "\n"
     print(text)

@@ -1,9 +1,11 @@
-"""Find the speaking face and cut it out the way SyncNet was trained to see it.
+"""Follow every face and cut it out the way SyncNet was trained to see it, frame by frame as the video goes by.
 
-MediaPipe Face Landmarker (Tasks API, VIDEO mode) gives 478 landmarks per face per frame. They are linked into
-tracks, short gaps are bridged, tracks are split at long gaps and scene cuts, and among faces on screen at the
-same time the one whose lip opening best follows the audio energy is taken. From its landmarks come SyncNet face
-crops (joonson/syncnet_python's crop convention), mouth crops and a lip-shape series.
+MediaPipe Face Landmarker (Tasks API, VIDEO mode) gives 478 landmarks (and 52 blendshapes) per face per frame, in
+one pass. `FaceTracker` links them into tracks, bridges short gaps, ends a track at a long gap or a scene cut, and
+cuts from each track, as soon as its smoothed box is known, SyncNet face crops (joonson/syncnet_python's crop
+convention), a lip-shape series and a few mouth crops; it hands them on in `Piece`s and lets the frames go. When
+a track ends, faces on screen at the same time are compared: the one whose lip opening best follows the audio
+energy is the speaking one. `track_face` does the same on a clip held in memory and returns the speaking face.
 
 SyncNet's pipeline boxes faces with S3FD; we derive an S3FD-like box from the landmarks (see `face_boxes`).
 """
