@@ -9,6 +9,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import logging
+import os
 import shutil
 import signal
 import sys
@@ -25,18 +26,21 @@ from syncnet.errors import SyncNetError
 from syncnet.remux import write_corrected
 from syncnet.report import (
     RESULT_COLUMNS,
+    TRACK_COLUMNS,
     Report,
     describe_fix,
     describe_offset,
     describe_verdict,
     result_rows,
     timing_rows,
+    track_rows,
     window_to_dict,
 )
 from syncnet.verdict import DEFAULT_TOLERANCE, PRESET_LABELS, PRESETS, Tolerance, parse_tolerance
 
 MAX_UPLOAD_BYTES = 50 * 1024 * 1024  # refused by Gradio before anything is decoded
-MAX_DURATION_S = 60.0  # refused by load_media before frames are decoded
+MAX_DURATION_S = float(os.environ.get("SYNCNET_MAX_UPLOAD_S", "60"))  # refused before frames are decoded
+OFFSET_WINDOW_S = DEFAULT_WINDOW_S  # windows of the offset-over-time plot
 CONCURRENCY_LIMIT = 2  # analyses running at once; the rest wait in the queue
 QUEUE_SIZE = 16  # requests waiting at most; more are turned away
 STREAM_WINDOW_S = DEFAULT_WINDOW_S
@@ -94,7 +98,12 @@ def _tolerance(choice: str | None) -> Tolerance:
 
 
 def _run(
-    video: str | None, engines: list[str], tolerance: str | None, crop: str | None, progress: gr.Progress
+    video: str | None,
+    engines: list[str],
+    tolerance: str | None,
+    crop: str | None,
+    progress: gr.Progress,
+    window_s: float | None = None,
 ) -> Report:
     """The pipeline on an uploaded file, with bad input turned into a message for the user."""
     chosen = _tolerance(tolerance)
@@ -106,6 +115,7 @@ def _run(
             max_duration_s=MAX_DURATION_S,
             max_bytes=MAX_UPLOAD_BYTES,
             crop=crop or "track",
+            window_s=window_s,
         )
     report.input = Path(video).name  # the upload's name, not where the server keeps it
     report.tolerance = chosen
@@ -127,7 +137,7 @@ def analyze(
     A generator that yields once: Gradio copies the corrected video to its cache before resuming it, and then our
     own copy is removed.
     """
-    report = _run(video, engines, tolerance, crop, progress)
+    report = _run(video, engines, tolerance, crop, progress, window_s=OFFSET_WINDOW_S)
     folder = Path(tempfile.mkdtemp(dir=OUTPUT_ROOT))
     try:
         verdict, corrected = _verdict(report), None
@@ -148,13 +158,26 @@ def analyze(
             result_rows(report),
             timing_rows(report),
             plots.render(plots.plot_distances(report.results)),
-            plots.render(plots.plot_confidence(report.results, report.segment[0])),
+            plots.render(plots.plot_confidence(report.results, row_frames=report.result_frames)),
             plots.crop_strip(report.crops, report.mouths),
             None if corrected is None else str(corrected),
             report.to_dict(detail=True),
+            *_shot_outputs(report),
         )
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def _shot_outputs(report: Report) -> tuple[list[list], object]:
+    """The per-shot table (one row per face track and engine) and the offset-over-time plot."""
+    return track_rows(report), plots.render(plots.plot_offsets(report))
+
+
+def _shot_components() -> tuple[gr.Dataframe, gr.Image]:
+    """Video tab: the face tracks (shots) each scored on its own, and the offset over time."""
+    shots = gr.Dataframe(headers=TRACK_COLUMNS, label="Face tracks (shots), each scored on its own", interactive=False)
+    offsets = gr.Image(label="Offset over time", format="png", elem_id="offset-plot")
+    return shots, offsets
 
 
 def _verdict(report: Report) -> str:
@@ -338,6 +361,7 @@ def build_demo() -> gr.Blocks:
             with gr.Row():
                 distance_plot = gr.Image(label="Distance against offset", format="png", elem_id="distance-plot")
                 confidence_plot = gr.Image(label="Confidence over time", format="png")
+            shots, offsets = _shot_components()
             strip = gr.Image(label="Face and mouth crops the engines saw", format="jpeg")
             corrected = gr.Video(label="Corrected video", interactive=False, height=360)
             with gr.Accordion("JSON", open=False) as json_box:
@@ -372,7 +396,7 @@ def build_demo() -> gr.Blocks:
         analyze_button.click(
             analyze,
             [video, engines, tolerance, crop],
-            [verdict, table, timing, distance_plot, confidence_plot, strip, corrected, details],
+            [verdict, table, timing, distance_plot, confidence_plot, strip, corrected, details, shots, offsets],
             api_name="analyze",
         )
         detect_button.click(detect, [video, engines, tolerance, crop], [details], api_name="detect").success(

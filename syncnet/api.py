@@ -24,6 +24,7 @@ def analyze(
     max_bytes: int | None = None,
     crop: str = "track",
     tolerance: str | Tolerance | None = None,
+    window_s: float | None = None,
 ) -> Report:
     """Measure the audio-video offset of a video file with the chosen engines (all by default).
 
@@ -31,11 +32,14 @@ def analyze(
     that cannot be used (missing or unreadable file, no face, no sound, too long...). ``crop`` is the scoring
     protocol: ``"track"`` (syncnet_python's tracked face crops) or ``"full-frame"`` (Wav2Lip's LRS protocol).
     ``tolerance`` is what counts as in sync for the verdicts: a preset (``"itu"``, the default, ``"itu-accept"``,
-    ``"ebu-r37"``, ``"atsc"``), ``"EARLY_MS,LATE_MS"`` or a :class:`syncnet.verdict.Tolerance`.
+    ``"ebu-r37"``, ``"atsc"``), ``"EARLY_MS,LATE_MS"`` or a :class:`syncnet.verdict.Tolerance`. Every face track
+    of at least 1 s is scored (``report.tracks``); ``window_s`` adds results per window of that many seconds and
+    the drift (``report.windows``, ``report.drift``). Files up to 4 hours by default.
     """
     chosen = parse_tolerance(tolerance)  # refused before anything is decoded
     report = pipeline.analyze_file(
-        source, engines, progress=progress, max_duration_s=max_duration_s, max_bytes=max_bytes, crop=crop
+        source, engines, progress=progress, max_duration_s=max_duration_s, max_bytes=max_bytes, crop=crop,
+        window_s=window_s,
     )
     report.tolerance = chosen
     return report

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, NoReturn
 
 from tqdm import tqdm
 
-from syncnet.constants import CROP_PROTOCOLS, DEFAULT_WINDOW_S
+from syncnet.constants import CROP_PROTOCOLS, DEFAULT_WINDOW_S, MIN_TRACK_S
 from syncnet.engines import ENGINE_NAMES
 from syncnet.errors import BadArgument, SyncNetError
 from syncnet.verdict import TOLERANCE_HELP, Tolerance, parse_tolerance
@@ -27,6 +27,7 @@ from syncnet.verdict import TOLERANCE_HELP, Tolerance, parse_tolerance
 if TYPE_CHECKING:
     from syncnet.report import Report
 
+MAX_DURATION_S = 4 * 3600.0  # default --max-duration (the library's default too)
 EXIT_OK = 0
 EXIT_BAD_INPUT = 2
 EXIT_OUTPUT_CLOSED = 1
@@ -56,6 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
         "protocol: no face detection, each frame resized to 224x224; for videos that are already face crops)",
     )
     detect.add_argument("--fix", metavar="OUT.mp4", help="write a copy with the audio shifted back into sync")
+    detect.add_argument("--window", type=float, default=None, metavar="S",
+                        help="also give results per window of S seconds, and the drift (ms per minute)")
+    detect.add_argument("--max-duration", type=float, default=MAX_DURATION_S, metavar="S",
+                        help=f"refuse files longer than S seconds (default {MAX_DURATION_S:.0f})")
 
     stream = commands.add_parser("stream", help="follow an HLS stream window by window")
     stream.add_argument("url", metavar="HLS_URL", help="http(s) URL of an HLS playlist (.m3u8)")
@@ -153,17 +158,22 @@ def main(argv: Sequence[str] | None = None) -> int:
 def detect(args: argparse.Namespace) -> int:
     if args.fix and Path(args.fix).resolve() == Path(args.video).resolve():
         raise BadArgument("--fix must name a new file, not the input video")
+    if args.window is not None and not args.window >= MIN_TRACK_S:
+        raise BadArgument(f"--window must be at least {MIN_TRACK_S:.0f} s")
+    if not args.max_duration > 0:
+        raise BadArgument("--max-duration must be positive")
     from syncnet.pipeline import analyze_file
-    from syncnet.report import summary_lines
+    from syncnet.report import summary_lines, track_lines
 
     with _ProgressBar() as bar:
-        report = analyze_file(args.video, args.engine, progress=bar.update, crop=args.crop)
+        report = analyze_file(args.video, args.engine, progress=bar.update, crop=args.crop,
+                              max_duration_s=args.max_duration, window_s=args.window)
     report.tolerance = args.tolerance
     if args.json:
         print(report.to_json())
     else:
         print(f"{report.input}: {report.frames} frames, {report.duration_s:.2f} s")
-        print("\n".join(summary_lines(report) + _weights_lines(args.engine)))
+        print("\n".join(summary_lines(report) + track_lines(report) + _weights_lines(args.engine)))
     if args.fix:
         _write_fix(args.video, args.fix, report)
     return EXIT_OK

@@ -38,6 +38,7 @@ class EngineInput:
     audio: np.ndarray  # float32 (N,) 16 kHz mono in [-1, 1]
     mfcc: np.ndarray  # (13, 4T) MFCC as SyncNet was trained on
     lips: np.ndarray  # float32 (T, K) lip-shape series (see syncnet.faces.lip_shapes)
+    blendshapes: np.ndarray | None = None  # float32 (T, 52) MediaPipe face blendshape scores, when available
 
 
 class Engine(Protocol):

@@ -1,9 +1,11 @@
-"""Find the speaking face and cut it out the way SyncNet was trained to see it.
+"""Follow every face and cut it out the way SyncNet was trained to see it, frame by frame as the video goes by.
 
-MediaPipe Face Landmarker (Tasks API, VIDEO mode) gives 478 landmarks per face per frame. They are linked into
-tracks, short gaps are bridged, tracks are split at long gaps and scene cuts, and among faces on screen at the
-same time the one whose lip opening best follows the audio energy is taken. From its landmarks come SyncNet face
-crops (joonson/syncnet_python's crop convention), mouth crops and a lip-shape series.
+MediaPipe Face Landmarker (Tasks API, VIDEO mode) gives 478 landmarks (and 52 blendshapes) per face per frame, in
+one pass. `FaceTracker` links them into tracks, bridges short gaps, ends a track at a long gap or a scene cut, and
+cuts from each track, as soon as its smoothed box is known, SyncNet face crops (joonson/syncnet_python's crop
+convention), a lip-shape series and a few mouth crops; it hands them on in `Piece`s and lets the frames go. When
+a track ends, faces on screen at the same time are compared: the one whose lip opening best follows the audio
+energy is the speaking one. `track_face` does the same on a clip held in memory and returns the speaking face.
 
 SyncNet's pipeline boxes faces with S3FD; we derive an S3FD-like box from the landmarks (see `face_boxes`).
 """
@@ -28,8 +30,9 @@ from mediapipe.tasks.python.core.base_options import BaseOptions
 from scipy import signal
 from scipy.interpolate import interp1d
 
-from syncnet.constants import CROP_SIZE, FPS, MAX_OFFSET, MIN_TRACK_S, SAMPLES_PER_FRAME
+from syncnet.constants import CROP_SIZE, FPS, LIP_WINDOW_FRAMES, MAX_OFFSET, MIN_TRACK_S, SAMPLES_PER_FRAME
 from syncnet.errors import FaceModelError, NoFaceError
+from syncnet.media import Media, MediaChunk, media_chunks
 
 log = logging.getLogger(__name__)
 
@@ -40,12 +43,17 @@ MODEL_URL = (
 MODEL_SHA256 = "64184e229b263107bc2b804c6625db1341ff2bb731874b0bcc2fe6544e0bc9ff"
 
 MAX_FACES = 4  # faces tracked at once
-SCAN_EVERY = 25  # frames between the looks that count faces before tracking (tracking fewer faces is faster)
 MIN_TRACK_FRAMES = int(MIN_TRACK_S * FPS)  # a usable face segment lasts at least 1 s
 MAX_GAP_FRAMES = 12  # missed detections bridged by interpolation (0.48 s); longer gaps split a track
 MIN_IOU = 0.3  # box overlap linking a detection to a track
 CUT_THRESHOLD = 27.0  # mean HSV change between frames that counts as a scene cut (PySceneDetect's default)
 CLOSEUP_PAD = 0.3  # if faces are missed, retry on frames padded by this share of their size (webcam close-ups)
+COUNT_EVERY = 25  # frames between the looks that count faces
+PROBE_FRAMES = int(FPS)  # frames at the start of the video and of each shot on which a close-up is looked for
+PIECE_FRAMES = int(20 * FPS)  # a long track is scored in pieces of this many frames (memory stays bounded)
+PIECE_CONTEXT = MAX_OFFSET + LIP_WINDOW_FRAMES + 1  # frames of context either side of a piece
+STRIP_SAMPLES = 8  # face and mouth crops kept per track for display (up to twice as many while it runs)
+MOUTH_SIZE = 96  # side of a mouth crop, pixels
 MAX_LAG_FRAMES = MAX_OFFSET  # lags searched when matching lip motion to audio energy
 
 # S3FD-like face box from the landmark bounding box (side = the larger of its width and height):
@@ -60,6 +68,7 @@ BOX_SHIFT_Y = -0.05
 CROP_SCALE = 0.4
 PAD_VALUE = 110
 SMOOTH_KERNEL = 13  # median filter over frames, as scipy.signal.medfilt(kernel_size=13) there
+SMOOTH_HALF = SMOOTH_KERNEL // 2  # frames after a frame needed to smooth its box
 MOUTH_CROP_SCALE = 0.6  # mouth crop side as a share of the face box side
 
 # MediaPipe face mesh indices
@@ -166,42 +175,98 @@ def _sha256(path: str | os.PathLike) -> str:
 # --- detection -------------------------------------------------------------------------------------------------
 
 
-def count_faces(frames: np.ndarray, *, pad: float = 0.0, every: int = SCAN_EVERY) -> int:
-    """Most faces seen in one of every `every`-th frame (independent detections, IMAGE mode)."""
-    options = vision.FaceLandmarkerOptions(
-        base_options=BaseOptions(model_asset_path=model_path()), num_faces=MAX_FACES
-    )
-    with vision.FaceLandmarker.create_from_options(options) as landmarker:
-        return max(len(landmarker.detect(_image(f, pad)).face_landmarks) for f in frames[::every])
+class Landmarker:
+    """MediaPipe Face Landmarker in VIDEO mode, fed one frame at a time, with a face count and a close-up fallback.
 
+    Following fewer faces is faster, so the VIDEO landmarker follows as many faces as have been seen at once:
+    every COUNT_EVERY frames an independent look (IMAGE mode) counts them, and a higher count replaces it.
 
-def detect_landmarks(frames: np.ndarray, *, pad: float = 0.0, num_faces: int = MAX_FACES) -> list[list[np.ndarray]]:
-    """Landmarks of every face in every frame: per frame a list of float32 (478, 3) arrays in pixels.
-
-    `pad` > 0 surrounds each frame with a black border of that share of its size first, so that faces filling
-    the whole frame (webcams) still fit the detector; coordinates are returned in the unpadded frame.
+    Faces filling the whole frame (webcams) are missed unless the frame gets a black border first. In the first
+    second of the video and of every shot, a frame where no face is found is looked at again with a border
+    (PROBE_FRAMES extra looks at most); once that finds a face, every frame of the shot is bordered. Nothing is run
+    twice over the video.
     """
-    height, width = frames.shape[1:3]
-    border = _border(frames, pad)
+
+    def __init__(self, blendshapes: bool = False):
+        self.blendshapes = blendshapes
+        self.pad = 0.0
+        self.probe_left = PROBE_FRAMES
+        self.num_faces = 1  # faces the VIDEO landmarker follows; raised when a look finds more
+        self._video = self._create(vision.RunningMode.VIDEO, self.num_faces)
+        self._image: vision.FaceLandmarker | None = None  # IMAGE mode: face counts and the close-up probe
+
+    def _create(self, mode: vision.RunningMode, num_faces: int) -> vision.FaceLandmarker:
+        options = vision.FaceLandmarkerOptions(
+            base_options=BaseOptions(model_asset_path=model_path()),
+            running_mode=mode,
+            num_faces=num_faces,
+            output_face_blendshapes=self.blendshapes,
+        )
+        return vision.FaceLandmarker.create_from_options(options)
+
+    def _look(self, frame: np.ndarray, pad: float) -> list[tuple[np.ndarray, np.ndarray | None]]:
+        """Independent detection of every face in one frame (IMAGE mode)."""
+        if self._image is None:
+            self._image = self._create(vision.RunningMode.IMAGE, MAX_FACES)
+        return _faces(self._image.detect(_image(frame, pad)), frame, pad)
+
+    def new_shot(self) -> None:
+        """A scene cut: the next shot is probed for a close-up again, starting without a border."""
+        self.probe_left = PROBE_FRAMES
+        if self.pad:
+            self.pad = 0.0
+            self._replace_video()
+
+    def detect(self, index: int, frame: np.ndarray) -> list[tuple[np.ndarray, np.ndarray | None]]:
+        """(landmarks float32 (478, 3) in pixels, blendshapes float32 (52,) or None) for each face in the frame."""
+        if index % COUNT_EVERY == 0 and self.num_faces < MAX_FACES:
+            count = len(self._look(frame, self.pad))
+            if count > self.num_faces:
+                log.debug("%d faces at frame %d: following them all from now on", count, index)
+                self.num_faces = count
+                self._replace_video()
+        found = _faces(self._video.detect_for_video(_image(frame, self.pad), _timestamp_ms(index)), frame, self.pad)
+        if found or self.pad or self.probe_left <= 0:
+            return found
+        self.probe_left -= 1
+        found = self._look(frame, CLOSEUP_PAD)
+        if found:
+            log.debug("close-up at frame %d: frames get a border from now on", index)
+            self.pad = CLOSEUP_PAD
+            self._replace_video()
+        return found
+
+    def _replace_video(self) -> None:
+        self._video.close()
+        self._video = self._create(vision.RunningMode.VIDEO, self.num_faces)  # timestamps go on rising
+
+    def close(self) -> None:
+        self._video.close()
+        if self._image is not None:
+            self._image.close()
+
+
+def _timestamp_ms(index: int) -> int:
+    return int(round(index * 1000 / FPS))
+
+
+def _faces(result, frame: np.ndarray, pad: float) -> list[tuple[np.ndarray, np.ndarray | None]]:
+    """The landmarker's result in pixels of the unpadded frame."""
+    height, width = frame.shape[:2]
+    border = _border(frame, pad)
     scale = np.array([width + 2 * border, height + 2 * border, width + 2 * border], np.float32)
-    options = vision.FaceLandmarkerOptions(
-        base_options=BaseOptions(model_asset_path=model_path()),
-        running_mode=vision.RunningMode.VIDEO,
-        num_faces=num_faces,
-    )
-    result = []
-    with vision.FaceLandmarker.create_from_options(options) as landmarker:
-        for i, frame in enumerate(frames):
-            faces = landmarker.detect_for_video(_image(frame, pad), int(round(i * 1000 / FPS))).face_landmarks
-            points = [np.array([(p.x, p.y, p.z) for p in face], np.float32) * scale for face in faces]
-            for p in points:
-                p[:, :2] -= border
-            result.append(points)
-    return result
+    shapes = result.face_blendshapes or [None] * len(result.face_landmarks)
+    out = []
+    for face, shape in zip(result.face_landmarks, shapes, strict=True):
+        points = np.array([(p.x, p.y, p.z) for p in face], np.float32) * scale
+        points[:, :2] -= border
+        weights = None if shape is None else np.array([c.score for c in shape], np.float32)
+        out.append((points, weights))
+    return out
 
 
-def _border(frames: np.ndarray, pad: float) -> int:
-    return int(round(pad * max(frames.shape[-3:-1])))
+def _border(frame: np.ndarray, pad: float) -> int:
+    return int(round(pad * max(frame.shape[:2])))
 
 
 def _image(frame: np.ndarray, pad: float) -> mp.Image:
@@ -220,94 +285,414 @@ def face_boxes(landmarks: np.ndarray) -> np.ndarray:
     return np.concatenate([centre - half, centre + half], axis=-1).astype(np.float32)
 
 
+class CutDetector:
+    """Scene cuts frame by frame: content change as in PySceneDetect's ContentDetector."""
+
+    def __init__(self):
+        self._previous: np.ndarray | None = None
+
+    def is_cut(self, frame: np.ndarray) -> bool:
+        """True when `frame` starts a new shot (never for the first frame)."""
+        step = max(1, min(frame.shape[:2]) // 72)  # subsample big frames first: INTER_AREA is slow on them
+        small = cv2.resize(frame[::step, ::step], (64, 36), interpolation=cv2.INTER_AREA)
+        hsv = cv2.cvtColor(small, cv2.COLOR_RGB2HSV).astype(np.int16)
+        previous, self._previous = self._previous, hsv
+        return previous is not None and float(np.abs(hsv - previous).mean()) > CUT_THRESHOLD
+
+
 def scene_cuts(frames: np.ndarray) -> np.ndarray:
-    """Indices i where a new shot starts at frame i (content change as in PySceneDetect's ContentDetector)."""
-    step = max(1, min(frames.shape[1:3]) // 72)  # subsample big frames first: INTER_AREA is slow on them
-    small = [cv2.resize(f[::step, ::step], (64, 36), interpolation=cv2.INTER_AREA) for f in frames]
-    hsv = np.stack([cv2.cvtColor(f, cv2.COLOR_RGB2HSV) for f in small])
-    change = np.abs(np.diff(hsv.astype(np.int16), axis=0)).mean(axis=(1, 2, 3))
-    return np.flatnonzero(change > CUT_THRESHOLD) + 1
+    """Indices i where a new shot starts at frame i."""
+    detector = CutDetector()
+    return np.array([i for i, frame in enumerate(frames) if detector.is_cut(frame)], int)
 
 
-# --- tracking --------------------------------------------------------------------------------------------------
+# --- tracking, as frames go by ---------------------------------------------------------------------------------
 
 
-def track_face(frames: np.ndarray, audio: np.ndarray) -> FaceTrack:
-    """The speaking face over the longest usable stretch of the video. Raises NoFaceError if there is none."""
-    detections = detect_landmarks(frames, num_faces=max(1, count_faces(frames)))
-    found = sum(bool(d) for d in detections)
-    if found < 0.9 * len(frames):
-        padded = detect_landmarks(frames, pad=CLOSEUP_PAD, num_faces=max(1, count_faces(frames, pad=CLOSEUP_PAD)))
-        if sum(bool(d) for d in padded) > found:
-            log.debug("close-up: %d -> %d frames with a face after padding", found, sum(bool(d) for d in padded))
-            detections = padded
-    if not any(detections):
-        raise NoFaceError("no face found in the video")
-    num_faces = max(len(d) for d in detections)
-    tracks = _link(detections, scene_cuts(frames))
-    longest = max(len(t) for t in tracks)
-    candidates = [t for t in tracks if len(t) >= MIN_TRACK_FRAMES]
-    if not candidates:
-        raise NoFaceError(
-            f"no face stays visible for {MIN_TRACK_FRAMES / FPS:.0f} s in a row (longest {longest / FPS:.2f} s)"
+@dataclass
+class Piece:
+    """A stretch of one face track for the engines: frames [start, stop); only rows of frames in `keep` count.
+
+    Long tracks are scored piece by piece (memory stays bounded); each piece carries PIECE_CONTEXT frames of
+    context on either side of the frames it is kept for, so that the offsets searched stay inside it.
+    """
+
+    track: int  # the track's number (order of appearance)
+    start: int
+    stop: int
+    keep: tuple[int, int]  # [first, last) frames whose rows are kept
+    audio: np.ndarray  # float32 ((stop - start) * 640,)
+    lips: np.ndarray  # float32 (stop - start, 5)
+    crops: np.ndarray | None  # uint8 (stop - start, 224, 224, 3), None when no engine needs them
+    blendshapes: np.ndarray | None  # float32 (stop - start, 52), None unless asked for
+
+
+@dataclass
+class TrackRecord:
+    """What is kept of a face track once it has ended: its span and small per-frame series, not its pictures."""
+
+    number: int
+    start: int
+    stop: int
+    boxes: np.ndarray  # float32 (n, 4) S3FD-like box per frame (unsmoothed)
+    detected: np.ndarray  # bool (n,)
+    opening: np.ndarray  # float32 (n,) inner lip gap over the eye distance
+    frame_size: tuple[int, int]
+    crops: np.ndarray  # uint8 (k, 224, 224, 3): a few face crops spread over the track, for display
+    mouths: np.ndarray  # uint8 (k, 96, 96, 3): the matching mouth crops
+    landmarks: np.ndarray | None = None  # float32 (n, 478, 3), only when the tracker keeps them
+    speaking_score: float = -1.0  # best correlation of lip opening with audio energy over lags -15..15
+    speaking: bool = False  # its lips follow the sound better than every face on screen with it
+
+    @property
+    def num_frames(self) -> int:
+        return self.stop - self.start
+
+    def where(self) -> str:
+        x = float(np.median(self.boxes[:, [0, 2]].mean(axis=1))) / self.frame_size[1]
+        return "on the left" if x < 0.4 else "on the right" if x > 0.6 else "in the centre"
+
+
+class _Series:
+    """A growing float32 array of rows (amortised doubling): the whole-track series, a few bytes per frame."""
+
+    def __init__(self, width: int, dtype=np.float32):
+        self._data = np.empty((256, width), dtype)
+        self.count = 0
+
+    def append(self, row) -> None:
+        if self.count == len(self._data):
+            self._data = np.concatenate([self._data, np.empty_like(self._data)])
+        self._data[self.count] = row
+        self.count += 1
+
+    def values(self) -> np.ndarray:
+        return self._data[: self.count].copy()
+
+
+class _CropBlock:
+    """Face crops of consecutive frames written into one block; pieces take views of it, no copies.
+
+    When a piece has been handed on, the frames still needed (the next piece's context) move to a new block and
+    the old one lives on only in the pieces that view it.
+    """
+
+    def __init__(self, capacity: int):
+        self.capacity = capacity
+        self.block = np.empty((capacity, CROP_SIZE, CROP_SIZE, 3), np.uint8)  # pages touched only when written
+        self.start = 0  # relative frame of block[0]
+        self.count = 0
+
+    def append(self, crop: np.ndarray) -> None:
+        if self.count == len(self.block):
+            self.block = np.concatenate([self.block, np.empty_like(self.block)])
+        self.block[self.count] = crop
+        self.count += 1
+
+    def view(self, lo: int, hi: int) -> np.ndarray:
+        return self.block[lo - self.start : hi - self.start]
+
+    def drop(self, before: int) -> None:
+        keep = self.block[before - self.start : self.count]
+        self.block = np.empty((max(self.capacity, len(keep)), CROP_SIZE, CROP_SIZE, 3), np.uint8)
+        self.block[: len(keep)] = keep
+        self.start, self.count = before, len(keep)
+
+
+class _Track:
+    """One face being followed: landmarks filled over short gaps, boxes smoothed, crops cut as frames go by.
+
+    Per-frame data is kept whole only where it is a few bytes (boxes, lip opening, detected); the rest (lip
+    shapes, box sizes, audio, crops) only from the start of the next piece's context on.
+    """
+
+    def __init__(self, number: int, frame_size: tuple[int, int], crops: bool, keep_landmarks: bool):
+        self.number = number
+        self.frame_size = frame_size
+        self.start = -1  # first frame
+        self.last = -1  # last frame with a detection
+        self.last_points: np.ndarray | None = None
+        self.last_shape: np.ndarray | None = None
+        self.box: np.ndarray | None = None  # box of the last detection, for linking
+        self.boxes = _Series(4)
+        self.opening = _Series(1)
+        self.detected = _Series(1, bool)
+        self.landmarks: list[np.ndarray] | None = [] if keep_landmarks else None
+        self.base = 0  # relative frame of the first entry of the recent lists below
+        self.sizes: list[np.ndarray] = []  # (x, y, half-size) of the box, float32, before smoothing
+        self.mouth_centres: list[np.ndarray] = []
+        self.lips: list[np.ndarray] = []
+        self.shapes: list[np.ndarray] = []
+        self.crops = _CropBlock(PIECE_FRAMES + 2 * PIECE_CONTEXT + MAX_GAP_FRAMES + SMOOTH_KERNEL) if crops else None
+        self.audio: list[np.ndarray] = []  # samples of the frames from relative frame self.base to self.cut
+        self.cut = 0  # frames [start, start + cut) have been cut (crops, audio)
+        self.piece_start = 0  # first kept frame (relative) of the next piece
+        self.sample_every = 1
+        self.samples: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # relative frame -> (face crop, mouth crop)
+
+    def add(self, index: int, points: np.ndarray, shape: np.ndarray | None) -> None:
+        """A detection at frame `index`; frames since the last one get landmarks interpolated between the two."""
+        if self.last < 0:
+            self.start = index
+        else:
+            span = [self.last, index]
+            for k in range(self.last + 1, index):
+                between = interp1d(span, np.stack([self.last_points, points]), axis=0)(k).astype(np.float32)
+                mix = None if shape is None else interp1d(span, np.stack([self.last_shape, shape]), axis=0)(k)
+                self._append(between, None if mix is None else mix.astype(np.float32), False)
+        self._append(points, shape, True)
+        self.last, self.last_points, self.last_shape = index, points, shape
+        self.box = face_boxes(points)
+
+    def _append(self, points: np.ndarray, shape: np.ndarray | None, detected: bool) -> None:
+        box = face_boxes(points)
+        lips = lip_shapes_of(points[None])[0]
+        self.boxes.append(box)
+        self.opening.append(lips[0])
+        self.detected.append(detected)
+        self.sizes.append(np.array([(box[0] + box[2]) / 2, (box[1] + box[3]) / 2,
+                                    np.maximum(box[2] - box[0], box[3] - box[1]) / 2], np.float32))
+        self.mouth_centres.append(points[OUTER_LIP, :2].mean(axis=0))
+        self.lips.append(lips)
+        if shape is not None:
+            self.shapes.append(shape)
+        if self.landmarks is not None:
+            self.landmarks.append(points)
+
+    @property
+    def length(self) -> int:
+        return self.last - self.start + 1
+
+    def _smoothed(self, series: list[np.ndarray], k: int, final: bool) -> np.ndarray:
+        """scipy.signal.medfilt(series, SMOOTH_KERNEL)[k] (zero-padded at both ends of the track), float64."""
+        lo, hi = k - SMOOTH_HALF, k + SMOOTH_HALF + 1
+        window = np.stack(series[max(lo, 0) - self.base : hi - self.base]).astype(np.float64)
+        window = np.pad(window, ((max(0, -lo), max(0, hi - self.length) if final else 0), (0, 0)))
+        return np.median(window, axis=0)
+
+    def cut_frames(self, recent: dict[int, tuple[np.ndarray, np.ndarray]], final: bool) -> None:
+        """Cut every frame whose smoothed box is known: up to SMOOTH_HALF frames before the last detection."""
+        upto = self.length if final else self.length - SMOOTH_HALF
+        while self.cut < upto:
+            k = self.cut
+            frame, audio = recent[self.start + k]
+            sample = k % self.sample_every == 0
+            if self.crops is not None or sample:
+                x, y, bs = self._smoothed(self.sizes, k, final)
+                face = _crop_face(frame, x, y, bs)
+                if self.crops is not None:
+                    self.crops.append(face)
+                if sample:
+                    cx, cy = self._smoothed(self.mouth_centres, k, final)
+                    self._sample(k, face, _crop_mouth(frame, cx, cy, bs * MOUTH_CROP_SCALE, MOUTH_SIZE))
+            self.audio.append(audio)
+            self.cut += 1
+
+    def _sample(self, k: int, face: np.ndarray, mouth: np.ndarray) -> None:
+        """Keep crops of every `sample_every`-th frame; halve them (and double the step) when there are too many."""
+        self.samples[k] = (face, mouth)
+        if len(self.samples) > 2 * STRIP_SAMPLES:
+            self.sample_every *= 2
+            self.samples = {j: v for j, v in self.samples.items() if j % self.sample_every == 0}
+
+    def pieces(self, final: bool) -> list[Piece]:
+        """The pieces whose frames (context included) have all been cut."""
+        out = []
+        while True:
+            keep_stop = self.piece_start + PIECE_FRAMES
+            if final:
+                if self.piece_start >= self.length or self.length < MIN_TRACK_FRAMES:
+                    return out
+                keep_stop = min(keep_stop, self.length)
+            elif keep_stop + PIECE_CONTEXT > self.cut:
+                return out
+            out.append(self._piece(self.piece_start, keep_stop, min(keep_stop + PIECE_CONTEXT, self.cut)))
+            self.piece_start = keep_stop
+            self._drop(max(0, keep_stop - PIECE_CONTEXT))
+
+    def _piece(self, keep_start: int, keep_stop: int, stop: int) -> Piece:
+        start = max(0, keep_start - PIECE_CONTEXT)
+        lo, hi = start - self.base, stop - self.base
+        return Piece(
+            track=self.number,
+            start=self.start + start,
+            stop=self.start + stop,
+            keep=(self.start + keep_start, self.start + keep_stop),
+            audio=np.concatenate(self.audio[lo:hi]),
+            lips=np.stack(self.lips[lo:hi]).astype(np.float32),
+            crops=None if self.crops is None else self.crops.view(start, stop),
+            blendshapes=np.stack(self.shapes[lo:hi]) if len(self.shapes) >= hi else None,
         )
-    energy = _audio_energy(audio, len(frames))
-    segments, openings = [], []
-    for track in candidates:
-        start, stop, landmarks, _ = _fill(track)
-        openings.append(lip_shapes_of(landmarks)[:, 0])
-        segments.append(Segment(start, stop, _speaking_score(openings[-1], energy[start:stop])))
-    best = _choose(segments, openings, energy)
-    segments[best].chosen = True
-    start, stop, landmarks, detected = _fill(candidates[best])
-    log.debug("face track %d..%d of %d frames, %d faces, %d tracks", start, stop, len(frames), num_faces, len(segments))
-    return FaceTrack(
-        start=start,
-        stop=stop,
-        landmarks=landmarks,
-        boxes=face_boxes(landmarks),
-        detected=detected,
-        frame_size=frames.shape[1:3],
-        num_faces=num_faces,
-        speaking_score=segments[best].speaking_score,
-        segments=segments,
-    )
+
+    def _drop(self, before: int) -> None:
+        """Forget per-frame data before relative frame `before` (the next piece's context starts there)."""
+        if self.crops is not None:
+            self.crops.drop(before)
+        count = min(before, self.cut - SMOOTH_HALF) - self.base
+        if count > 0:
+            for series in (self.sizes, self.mouth_centres, self.lips, self.shapes, self.audio):
+                del series[:count]
+            self.base += count
+
+    def record(self) -> TrackRecord:
+        order = sorted(self.samples)
+        faces_, mouths = ([self.samples[k][i] for k in order] for i in (0, 1))
+        return TrackRecord(
+            number=self.number,
+            start=self.start,
+            stop=self.last + 1,
+            boxes=self.boxes.values()[: self.length],
+            detected=self.detected.values()[: self.length, 0],
+            opening=self.opening.values()[: self.length, 0],
+            frame_size=self.frame_size,
+            crops=np.stack(faces_) if faces_ else np.zeros((0, CROP_SIZE, CROP_SIZE, 3), np.uint8),
+            mouths=np.stack(mouths) if mouths else np.zeros((0, MOUTH_SIZE, MOUTH_SIZE, 3), np.uint8),
+            landmarks=None if self.landmarks is None else np.stack(self.landmarks[: self.length]),
+        )
 
 
-def _link(detections: list[list[np.ndarray]], cuts: np.ndarray) -> list[dict[int, np.ndarray]]:
-    """Greedy IoU linking of per-frame faces into tracks {frame: landmarks}; a track ends at a cut or long gap."""
-    finished: list[dict[int, np.ndarray]] = []
-    active: list[dict[int, np.ndarray]] = []
-    cut_set = set(int(c) for c in cuts)
-    for i, faces in enumerate(detections):
-        if i in cut_set:
-            finished += active
-            active = []
-        finished += [t for t in active if i - max(t) > MAX_GAP_FRAMES + 1]
-        active = [t for t in active if i - max(t) <= MAX_GAP_FRAMES + 1]
-        boxes = [face_boxes(f) for f in faces]
+class FaceTracker:
+    """Every face of a video, followed frame by frame in one landmarker pass; whole frames are not kept.
+
+    Feed it chunks in order (`add`), then `finish`. Both return the `Piece`s that became ready. Tracks end at a
+    scene cut, after more than MAX_GAP_FRAMES frames without their face, or at the end; those of at least 1 s
+    are in `tracks` afterwards, their speaking faces marked.
+    """
+
+    def __init__(self, *, crops: bool = True, blendshapes: bool = False, keep_landmarks: bool = False):
+        self.want_crops = crops
+        self.keep_landmarks = keep_landmarks
+        self.landmarker = Landmarker(blendshapes)
+        self.cuts = CutDetector()
+        self.active: list[_Track] = []
+        self.tracks: list[TrackRecord] = []  # finished tracks of at least MIN_TRACK_FRAMES
+        self.energy: list[np.ndarray] = []  # speech-band log energy per frame, chunk by chunk
+        self.num_faces = 0  # most faces seen in one frame
+        self.faces_seen = False
+        self.longest = 0  # frames of the longest track, short ones included
+        self._recent: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # frame -> (picture, samples) not yet cut
+        self.frames_seen = 0  # frames given so far
+
+    def add(self, chunk: MediaChunk) -> list[Piece]:
+        self.energy.append(_audio_energy(chunk.audio, len(chunk.frames)))
+        ready: list[Piece] = []
+        for k, frame in enumerate(chunk.frames):
+            index = chunk.start + k
+            audio = chunk.audio[k * SAMPLES_PER_FRAME : (k + 1) * SAMPLES_PER_FRAME]
+            ready += self._step(index, frame, audio)
+        return ready
+
+    def _step(self, index: int, frame: np.ndarray, audio: np.ndarray) -> list[Piece]:
+        ready: list[Piece] = []
+        self._recent[index] = (frame, audio)
+        self.frames_seen = index + 1
+        if self.cuts.is_cut(frame):
+            self.landmarker.new_shot()
+            ready += self._end([t for t in self.active])
+        ready += self._end([t for t in self.active if index - t.last > MAX_GAP_FRAMES + 1])
+        found = self.landmarker.detect(index, frame)
+        self.num_faces = max(self.num_faces, len(found))
+        self.faces_seen |= bool(found)
+        self._link(index, found, frame.shape[:2])
+        for track in self.active:
+            track.cut_frames(self._recent, final=False)
+            ready += track.pieces(final=False)
+        self._forget()
+        return ready
+
+    def _link(self, index: int, found: list[tuple[np.ndarray, np.ndarray | None]], size: tuple[int, int]) -> None:
+        """Greedy IoU linking of this frame's faces to the active tracks; unmatched faces start new tracks."""
+        boxes = [face_boxes(points) for points, _ in found]
         pairs = sorted(
-            ((_iou(face_boxes(t[max(t)]), b), ti, fi) for ti, t in enumerate(active) for fi, b in enumerate(boxes)),
-            reverse=True,
+            ((_iou(t.box, b), ti, fi) for ti, t in enumerate(self.active) for fi, b in enumerate(boxes)), reverse=True
         )
         used_t, used_f = set(), set()
         for iou, ti, fi in pairs:
             if iou >= MIN_IOU and ti not in used_t and fi not in used_f:
-                active[ti][i] = faces[fi]
+                self.active[ti].add(index, *found[fi])
                 used_t.add(ti)
                 used_f.add(fi)
-        active += [{i: faces[fi]} for fi in range(len(faces)) if fi not in used_f]
-    return finished + active
+        for fi in range(len(found)):
+            if fi not in used_f:
+                track = _Track(len(self.tracks) + len(self.active), size, self.want_crops, self.keep_landmarks)
+                track.add(index, *found[fi])
+                self.active.append(track)
+
+    def _end(self, ending: list[_Track]) -> list[Piece]:
+        ready: list[Piece] = []
+        for track in ending:
+            self.active.remove(track)
+            self.longest = max(self.longest, track.length)
+            track.cut_frames(self._recent, final=True)
+            ready += track.pieces(final=True)
+            if track.length >= MIN_TRACK_FRAMES:
+                self.tracks.append(track.record())
+        return ready
+
+    def _forget(self) -> None:
+        """Drop the pictures and samples no active track still has to cut."""
+        oldest = min((t.start + t.cut for t in self.active), default=self.frames_seen)
+        for index in [i for i in self._recent if i < oldest]:
+            del self._recent[index]
+
+    def finish(self) -> list[Piece]:
+        """End every track; choose the speaking faces. Raises NoFaceError when no face stays 1 s."""
+        ready = self._end(list(self.active))
+        self._recent.clear()
+        if not self.faces_seen:
+            raise NoFaceError("no face found in the video")
+        if not self.tracks:
+            raise NoFaceError(
+                f"no face stays visible for {MIN_TRACK_FRAMES / FPS:.0f} s in a row"
+                f" (longest {self.longest / FPS:.2f} s)"
+            )
+        self.tracks.sort(key=lambda t: (t.start, t.number))
+        energy = np.concatenate(self.energy)
+        for track in self.tracks:
+            track.speaking_score = _speaking_score(track.opening, energy[track.start : track.stop])
+        for i in speaking_tracks(self.tracks, energy):
+            self.tracks[i].speaking = True
+        return ready
+
+    def close(self) -> None:
+        self.landmarker.close()
+
+    def __enter__(self) -> FaceTracker:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
-def _fill(track: dict[int, np.ndarray]) -> tuple[int, int, np.ndarray, np.ndarray]:
-    """Landmarks for every frame of the track, linearly interpolated over its (short) gaps."""
-    known = np.array(sorted(track))
-    start, stop = int(known[0]), int(known[-1]) + 1
-    points = np.stack([track[k] for k in known])
-    frames = np.arange(start, stop)
-    filled = interp1d(known, points, axis=0, assume_sorted=True)(frames) if len(known) > 1 else points
-    return start, stop, filled.astype(np.float32), np.isin(frames, known)
+def track_face(frames: np.ndarray, audio: np.ndarray) -> FaceTrack:
+    """The speaking face over the longest usable stretch of a clip held in memory. Raises NoFaceError."""
+    media = Media(frames, audio, len(frames) / FPS, "<memory>", 0.0, None)  # type: ignore[arg-type]
+    with FaceTracker(crops=False, keep_landmarks=True) as tracker:
+        for chunk in media_chunks(media):
+            tracker.add(chunk)
+        tracker.finish()
+    records = tracker.tracks
+    segments = [Segment(t.start, t.stop, t.speaking_score) for t in records]
+    best = max((i for i, t in enumerate(records) if t.speaking), key=lambda i: (records[i].num_frames,
+                                                                                records[i].speaking_score))
+    segments[best].chosen = True
+    chosen = records[best]
+    log.debug("face track %d..%d of %d frames, %d faces, %d tracks", chosen.start, chosen.stop, len(frames),
+              tracker.num_faces, len(records))
+    return FaceTrack(
+        start=chosen.start,
+        stop=chosen.stop,
+        landmarks=chosen.landmarks,
+        boxes=chosen.boxes,
+        detected=chosen.detected,
+        frame_size=chosen.frame_size,
+        num_faces=tracker.num_faces,
+        speaking_score=chosen.speaking_score,
+        segments=segments,
+    )
+
+
+# --- choosing the speaking face ---
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -339,22 +724,34 @@ def _speaking_score(opening: np.ndarray, energy: np.ndarray) -> float:
     return best
 
 
-def _choose(segments: list[Segment], openings: list[np.ndarray], energy: np.ndarray) -> int:
-    """The longest segment among those whose lips follow the audio better than every face on screen with them.
+def speaking_tracks(tracks: list[TrackRecord], energy: np.ndarray) -> list[int]:
+    """Indices of the tracks whose lips follow the sound better than every face on screen with them."""
+    spans = [(t.start, t.stop) for t in tracks]
+    winners = _winners(spans, [t.opening for t in tracks], energy)
+    return winners or [max(range(len(tracks)), key=lambda i: tracks[i].speaking_score)]
+
+
+def _winners(spans: list[tuple[int, int]], openings: list[np.ndarray], energy: np.ndarray) -> list[int]:
+    """Spans whose opening follows the energy at least as well as each other span's, on the frames they share.
 
     Two faces are compared on the frames they share (at least 1 s of them; shorter overlaps are not judged).
     """
 
     def beats(i: int, j: int) -> bool:
-        a, b = segments[i], segments[j]
-        lo, hi = max(a.start, b.start), min(a.stop, b.stop)
+        (a0, a1), (b0, b1) = spans[i], spans[j]
+        lo, hi = max(a0, b0), min(a1, b1)
         if hi - lo < MIN_TRACK_FRAMES:
             return True
-        mine = _speaking_score(openings[i][lo - a.start : hi - a.start], energy[lo:hi])
-        theirs = _speaking_score(openings[j][lo - b.start : hi - b.start], energy[lo:hi])
+        mine = _speaking_score(openings[i][lo - a0 : hi - a0], energy[lo:hi])
+        theirs = _speaking_score(openings[j][lo - b0 : hi - b0], energy[lo:hi])
         return mine >= theirs
 
-    winners = [i for i in range(len(segments)) if all(beats(i, j) for j in range(len(segments)) if j != i)]
+    return [i for i in range(len(spans)) if all(beats(i, j) for j in range(len(spans)) if j != i)]
+
+
+def _choose(segments: list[Segment], openings: list[np.ndarray], energy: np.ndarray) -> int:
+    """The longest segment among those whose lips follow the audio better than every face on screen with them."""
+    winners = _winners([(s.start, s.stop) for s in segments], openings, energy)
     if not winners:  # no face beats all the others (cycles): fall back to the best overall score
         winners = [max(range(len(segments)), key=lambda i: segments[i].speaking_score)]
     return max(winners, key=lambda i: (segments[i].stop - segments[i].start, segments[i].speaking_score))
@@ -364,25 +761,29 @@ def _choose(segments: list[Segment], openings: list[np.ndarray], energy: np.ndar
 
 
 def crop_faces(frames: np.ndarray, track: FaceTrack) -> np.ndarray:
-    """uint8 (n, 224, 224, 3) face crops of frames[track.start:track.stop], as SyncNet's run_pipeline cuts them.
-
-    Box centre and half-size bs median-filtered over 13 frames; frame padded by int(bs*(1+2*0.4)) with value 110;
-    rows my-bs .. my+bs*1.8 and columns mx-bs*1.4 .. mx+bs*1.4 (padded coordinates), resized to 224x224.
-    """
+    """uint8 (n, 224, 224, 3) face crops of frames[track.start:track.stop], as SyncNet's run_pipeline cuts them."""
     xs, ys, ss = track.smoothed()
     crops = np.empty((track.num_frames, CROP_SIZE, CROP_SIZE, 3), np.uint8)
-    cs = CROP_SCALE
-    for k, (x, y, bs) in enumerate(zip(xs, ys, ss)):
-        bsi = int(bs * (1 + 2 * cs))
-        my, mx = y + bsi, x + bsi
-        rows = (int(my - bs), int(my + bs * (1 + 2 * cs)))
-        cols = (int(mx - bs * (1 + cs)), int(mx + bs * (1 + cs)))
-        face = _window(frames[track.start + k], rows, cols, bsi)
-        crops[k] = cv2.resize(face, (CROP_SIZE, CROP_SIZE))
+    for k, (x, y, bs) in enumerate(zip(xs, ys, ss, strict=True)):
+        crops[k] = _crop_face(frames[track.start + k], x, y, bs)
     return crops
 
 
-def mouth_crops(frames: np.ndarray, track: FaceTrack, size: int = 96) -> np.ndarray:
+def _crop_face(frame: np.ndarray, x: float, y: float, bs: float) -> np.ndarray:
+    """One 224x224 crop in joonson/syncnet_python's run_pipeline.py crop_video convention.
+
+    Box centre (x, y) and half-size bs (median-filtered over 13 frames); frame padded by int(bs*(1+2*0.4)) with
+    value 110; rows my-bs .. my+bs*1.8 and columns mx-bs*1.4 .. mx+bs*1.4 (padded coordinates), resized.
+    """
+    cs = CROP_SCALE
+    bsi = int(bs * (1 + 2 * cs))
+    my, mx = y + bsi, x + bsi
+    rows = (int(my - bs), int(my + bs * (1 + 2 * cs)))
+    cols = (int(mx - bs * (1 + cs)), int(mx + bs * (1 + cs)))
+    return cv2.resize(_window(frame, rows, cols, bsi), (CROP_SIZE, CROP_SIZE))
+
+
+def mouth_crops(frames: np.ndarray, track: FaceTrack, size: int = MOUTH_SIZE) -> np.ndarray:
     """uint8 (n, size, size, 3) squares centred on the lips, side 0.6 of the (smoothed) face box side."""
     centre = track.landmarks[:, OUTER_LIP, :2].mean(axis=1)
     cx = signal.medfilt(centre[:, 0].astype(np.float64), SMOOTH_KERNEL)
@@ -390,13 +791,16 @@ def mouth_crops(frames: np.ndarray, track: FaceTrack, size: int = 96) -> np.ndar
     half = track.smoothed()[2] * MOUTH_CROP_SCALE  # half-size bs is half the box side
     crops = np.empty((track.num_frames, size, size, 3), np.uint8)
     for k in range(track.num_frames):
-        h = max(half[k], 1.0)
-        border = int(np.ceil(h)) + 1
-        rows = (int(cy[k] - h) + border, int(cy[k] + h) + border)
-        cols = (int(cx[k] - h) + border, int(cx[k] + h) + border)
-        mouth = _window(frames[track.start + k], rows, cols, border)
-        crops[k] = cv2.resize(mouth, (size, size), interpolation=cv2.INTER_AREA)
+        crops[k] = _crop_mouth(frames[track.start + k], cx[k], cy[k], half[k], size)
     return crops
+
+
+def _crop_mouth(frame: np.ndarray, cx: float, cy: float, half: float, size: int) -> np.ndarray:
+    h = max(half, 1.0)
+    border = int(np.ceil(h)) + 1
+    rows = (int(cy - h) + border, int(cy + h) + border)
+    cols = (int(cx - h) + border, int(cx + h) + border)
+    return cv2.resize(_window(frame, rows, cols, border), (size, size), interpolation=cv2.INTER_AREA)
 
 
 def lip_shapes(track: FaceTrack) -> np.ndarray:

@@ -1,33 +1,43 @@
-"""The one call everything goes through: clip -> face track -> crops, lips -> MFCC -> each engine, timed.
+"""The one call everything goes through: chunks of a clip -> face tracks -> crops, lips -> MFCC -> each engine.
+
+Files, webcam clips and HLS windows all go through `_analyze`: a thread decodes chunks, a thread follows the faces
+in them and cuts pieces of tracks, and the calling thread runs the engines on each piece as it comes, so the stages
+overlap and memory is bounded by the chunks and pieces in flight, not by the length of the video. Every face track
+of at least 1 s is scored on its own; the top-level results pool the distance rows of the speaking faces' tracks
+(the distances averaged over all their windows, so a track weighs by its length).
 
 Engines are loaded once per process and shared by every later call (the app, the CLI, the HLS monitor).
 """
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Sequence, TypeVar
+
+import numpy as np
 
 from syncnet import engines as registry
 from syncnet.audio import mfcc
+from syncnet.constants import CROP_PROTOCOLS, CROP_SIZE, FPS, MIN_TRACK_S
 from syncnet.engines import ENGINE_NAMES, Engine, EngineInput, Skipped
-from syncnet.faces import crop_faces, lip_shapes, mouth_crops, track_face
-from syncnet.hls import stream_windows
-from syncnet.constants import CROP_PROTOCOLS, SAMPLES_PER_FRAME
 from syncnet.errors import BadArgument, SilentAudioError, SyncNetError
-from syncnet.media import Media, load_media
+from syncnet.faces import PIECE_CONTEXT, PIECE_FRAMES, FaceTracker, Piece
+from syncnet.hls import stream_windows
+from syncnet.media import Media, MediaChunk, media_chunks, open_media
 from syncnet.netguard import check_url
 from syncnet.plots import sample_frames
-from syncnet.report import Report
+from syncnet.protocols import full_frame_crops
+from syncnet.report import Drift, Report, TrackReport, WindowResult, drift_ms_per_minute
+from syncnet.scoring import OFFSETS, SyncResult, summarize
 
 log = logging.getLogger(__name__)
 
 Progress = Callable[[float, str], None]  # (fraction done in [0, 1], what is happening)
-
-FACES_DONE = 0.45  # progress fraction reached when the face stage ends; engines share the rest
+T = TypeVar("T")
 SILENT_PEAK = 1e-4  # a soundtrack whose samples all stay below this (-80 dBFS) is silent: no offset to measure
 
 SKIPPED_RETRY_S = 60.0  # an engine that could not load (e.g. the Hub unreachable) is tried again after this long
@@ -95,17 +105,16 @@ def analyze_file(
     max_duration_s: float | None = None,
     max_bytes: int | None = None,
     crop: str = "track",
+    window_s: float | None = None,
 ) -> Report:
-    """Decode a file (within the size and duration limits, the media module's defaults if None) and analyse it."""
-    if crop not in CROP_PROTOCOLS:
-        raise BadArgument(f"unknown crop protocol {crop!r}; choose from {', '.join(CROP_PROTOCOLS)}")
-    if crop != "track":  # wired in by the streaming pipeline (issue 11) with syncnet.protocols (issue 14)
-        raise BadArgument(f"the {crop} protocol is not available yet")
+    """Decode a file chunk by chunk (within the size and duration limits, the media module's defaults if None) and
+    score every face track in it; ``window_s`` adds results per window of that many seconds and the drift."""
+    _check_options(crop, window_s)
     _report(progress, 0.0, "decoding")
     limits = {k: v for k, v in (("max_duration_s", max_duration_s), ("max_bytes", max_bytes)) if v is not None}
-    started = time.perf_counter()
-    media = load_media(path, **limits)
-    return analyze_media(media, engine_names, progress, decode_s=time.perf_counter() - started)
+    stream = open_media(path, **limits)
+    expected = stream.info.duration_s * FPS if stream.info.duration_s else None
+    return _analyze(stream, stream.info.path, engine_names, progress, expected, crop=crop, window_s=window_s)
 
 
 def analyze_media(
@@ -113,50 +122,330 @@ def analyze_media(
     engine_names: str | Sequence[str] | None = None,
     progress: Progress | None = None,
     *,
-    decode_s: float = 0.0,
+    crop: str = "track",
+    window_s: float | None = None,
 ) -> Report:
-    """Run the face stage once and every chosen engine on the speaking face's segment."""
-    if not (abs(media.audio) >= SILENT_PEAK).any():
-        raise SilentAudioError("the soundtrack is silent: there is no sound to sync the lips with")
+    """The same analysis on a clip already decoded (an HLS window)."""
+    _check_options(crop, window_s)
+    return _analyze(media_chunks(media), media.source, engine_names, progress, media.num_frames, crop=crop,
+                    window_s=window_s)
+
+
+def _check_options(crop: str, window_s: float | None) -> None:
+    if crop not in CROP_PROTOCOLS:
+        raise BadArgument(f"unknown crop protocol {crop!r}; choose from {', '.join(CROP_PROTOCOLS)}")
+    if window_s is not None and not window_s >= MIN_TRACK_S:
+        raise BadArgument(f"the window must be at least {MIN_TRACK_S:.0f} s long")
+
+
+def _analyze(
+    chunks: Iterable[MediaChunk],
+    source: str,
+    engine_names: str | Sequence[str] | None,
+    progress: Progress | None,
+    expected_frames: float | None,
+    *,
+    crop: str,
+    window_s: float | None,
+) -> Report:
+    """Decode, faces and engines overlapped: a decoding thread and a face thread feed the engines in this one."""
     engines, skipped = get_engines(engine_names)
-    timing = {"decode": decode_s}
-
-    _report(progress, 0.05, "finding the face")
     started = time.perf_counter()
-    track = track_face(media.frames, media.audio)
-    crops = crop_faces(media.frames, track)
-    mouths = mouth_crops(media.frames, track)
-    lips = lip_shapes(track)
-    timing["faces"] = time.perf_counter() - started
-
-    _report(progress, FACES_DONE, "audio features")
-    started = time.perf_counter()
-    audio = media.audio[track.start * SAMPLES_PER_FRAME : track.stop * SAMPLES_PER_FRAME]
-    inputs = EngineInput(crops=crops, audio=audio, mfcc=mfcc(audio), lips=lips)
-    timing["mfcc"] = time.perf_counter() - started
-
-    results = []
-    for i, engine in enumerate(engines):
-        _report(progress, FACES_DONE + (1 - FACES_DONE) * i / len(engines), f"engine {engine.name}")
-        started = time.perf_counter()
-        result = engine.run(inputs)
-        result.time_s = time.perf_counter() - started
-        timing[engine.name] = result.time_s
-        results.append(result)
+    timing = _Timing()
+    needs_crops = any(e.name in CROP_ENGINES for e in engines)
+    full_frame = crop == "full-frame"
+    scorer = _Scorer(engines, timing, full_frame)
+    sound = _SoundCheck()
+    with FaceTracker(crops=needs_crops and not full_frame, blendshapes=True) as tracker:
+        decoded = _in_background(timing.timed("decode", chunks), CHUNK_QUEUE, "decode")
+        work = _face_pieces(decoded, tracker, timing, sound, full_frame and needs_crops)
+        for done, piece in _in_background(work, PIECE_QUEUE, "faces"):
+            if piece is not None:
+                scorer.score(piece)
+            elif expected_frames:
+                what = f"faces and engines: {done / FPS:.0f} s of {expected_frames / FPS:.0f} s"
+                _report(progress, min(0.99, done / expected_frames), what)
+    timing.seconds["total"] = time.perf_counter() - started
     _report(progress, 1.0, "done")
+    return _build_report(source, tracker, scorer, timing, skipped, crop, window_s)
 
-    return Report(
-        input=media.source,
-        duration_s=media.duration_s,
-        frames=len(media.frames),
+
+CHUNK_QUEUE = 2  # decoded chunks waiting for the face stage (1 s each)
+PIECE_QUEUE = 1  # pieces waiting for the engines (20 s each at most)
+CROP_ENGINES = ("syncnet", "fcn")  # the engines that look at face crops
+MIN_ROWS = int(MIN_TRACK_S * FPS) // 2  # fewer distance rows than this (0.5 s) give no result
+
+
+class _Timing:
+    """Seconds spent per stage, summed over the threads' work (the stages overlap in time)."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def add(self, stage: str, seconds: float) -> None:
+        with self._lock:
+            self.seconds[stage] = self.seconds.get(stage, 0.0) + seconds
+
+    def timed(self, stage: str, items: Iterable[T]) -> Iterator[T]:
+        iterator = iter(items)
+        try:
+            while True:
+                started = time.perf_counter()
+                try:
+                    item = next(iterator)
+                except StopIteration:
+                    return
+                finally:
+                    self.add(stage, time.perf_counter() - started)
+                yield item
+        finally:
+            if hasattr(iterator, "close"):
+                iterator.close()
+
+
+class _SoundCheck:
+    """Whether any sample so far reaches SILENT_PEAK."""
+
+    def __init__(self):
+        self.heard = False
+
+    def listen(self, audio: np.ndarray) -> None:
+        self.heard = self.heard or bool((np.abs(audio) >= SILENT_PEAK).any())
+
+
+def _face_pieces(
+    chunks: Iterable[MediaChunk], tracker: FaceTracker, timing: _Timing, sound: _SoundCheck, full_frame: bool
+) -> Iterator[tuple[int, Piece | None]]:
+    """(frames done, a piece ready for the engines, or None for progress only), chunk by chunk."""
+    frames = _FullFrameTrack() if full_frame else None
+    done = 0
+    for chunk in chunks:
+        started = time.perf_counter()
+        sound.listen(chunk.audio)
+        ready = tracker.add(chunk)
+        if frames is not None:
+            ready += frames.add(chunk)
+        timing.add("faces", time.perf_counter() - started)
+        done = chunk.stop
+        yield done, None
+        for piece in ready:
+            yield done, piece
+    if not sound.heard:
+        raise SilentAudioError("the soundtrack is silent: there is no sound to sync the lips with")
+    started = time.perf_counter()
+    ready = tracker.finish() + (frames.finish() if frames is not None else [])
+    timing.add("faces", time.perf_counter() - started)
+    for piece in ready:
+        yield done, piece
+
+
+class _FullFrameTrack:
+    """Wav2Lip's LRS protocol: every frame resized to 224x224 (no face detection), scored in pieces as a track."""
+
+    def __init__(self):
+        self.crops: list[np.ndarray] = []
+        self.audio: list[np.ndarray] = []
+        self.base = 0  # frame of crops[0]
+        self.keep_start = 0  # first kept frame of the next piece
+        self.count = 0
+
+    def add(self, chunk: MediaChunk) -> list[Piece]:
+        self.crops += list(full_frame_crops(np.stack(chunk.frames)))
+        self.audio += np.split(chunk.audio, len(chunk.frames))
+        self.count = chunk.stop
+        ready = []
+        while self.keep_start + PIECE_FRAMES + PIECE_CONTEXT <= self.count:
+            ready.append(self._piece(self.keep_start + PIECE_FRAMES))
+        return ready
+
+    def finish(self) -> list[Piece]:
+        return [self._piece(self.count)] if self.keep_start < self.count else []
+
+    def _piece(self, keep_stop: int) -> Piece:
+        start, stop = max(0, self.keep_start - PIECE_CONTEXT), min(self.count, keep_stop + PIECE_CONTEXT)
+        lo, hi = start - self.base, stop - self.base
+        piece = Piece(FULL_FRAME_TRACK, start, stop, (self.keep_start, keep_stop), np.concatenate(self.audio[lo:hi]),
+                      np.zeros((stop - start, 0), np.float32), np.stack(self.crops[lo:hi]), None)
+        self.keep_start = keep_stop
+        drop = max(0, keep_stop - PIECE_CONTEXT) - self.base
+        del self.crops[:drop], self.audio[:drop]
+        self.base += drop
+        return piece
+
+
+FULL_FRAME_TRACK = -1  # the track number of the full-frame "track"
+
+
+class _Scorer:
+    """Runs the engines on each piece and keeps, per (track, engine), the distance rows of the frames it keeps."""
+
+    def __init__(self, engines: list[Engine], timing: _Timing, full_frame: bool):
+        self.engines = engines
+        self.timing = timing
+        self.full_frame = full_frame
+        self.rows: dict[tuple[int, str], list[tuple[np.ndarray, np.ndarray]]] = {}  # (frames, dists) per piece
+
+    def engines_for(self, piece: Piece) -> list[Engine]:
+        """Full-frame protocol: the crop engines see the full frames, the landmarks engine the face tracks."""
+        if not self.full_frame:
+            return self.engines
+        wanted = piece.track == FULL_FRAME_TRACK
+        return [e for e in self.engines if (e.name in CROP_ENGINES) == wanted]
+
+    def score(self, piece: Piece) -> None:
+        engines = self.engines_for(piece)
+        if not engines:
+            return
+        started = time.perf_counter()
+        features = mfcc(piece.audio) if any(e.name in CROP_ENGINES for e in engines) else np.zeros((13, 0))
+        self.timing.add("mfcc", time.perf_counter() - started)
+        crops = piece.crops if piece.crops is not None else np.zeros((0, CROP_SIZE, CROP_SIZE, 3), np.uint8)
+        inputs = EngineInput(crops=crops, audio=piece.audio, mfcc=features, lips=piece.lips,
+                             blendshapes=piece.blendshapes)
+        for engine in engines:
+            started = time.perf_counter()
+            dists = engine.run(inputs).window_dists
+            self.timing.add(engine.name, time.perf_counter() - started)
+            frames = piece.start + np.arange(len(dists))
+            kept = (frames >= piece.keep[0]) & (frames < piece.keep[1])
+            self.rows.setdefault((piece.track, engine.name), []).append((frames[kept], dists[kept]))
+
+    def result(
+        self, engine: Engine, tracks: Sequence[int], span: tuple[int, int] | None = None, min_rows: int = MIN_ROWS
+    ) -> Scored | None:
+        """The engine's result over the rows of these tracks (within frames [span) if given) and the frame of each
+        row; None without enough rows."""
+        parts = [part for track in tracks for part in self.rows.get((track, engine.name), [])]
+        frames = np.concatenate([f for f, _ in parts]) if parts else np.zeros(0, int)
+        dists = np.concatenate([d for _, d in parts]) if parts else np.zeros((0, len(OFFSETS)))
+        if span is not None:
+            inside = (frames >= span[0]) & (frames < span[1])
+            frames, dists = frames[inside], dists[inside]
+        if len(frames) < min_rows:
+            return None
+        order = np.argsort(frames, kind="stable")
+        result = summarize(engine.name, dists[order], engine.calibration, self.timing.seconds.get(engine.name, 0.0))
+        return result, frames[order]
+
+    def results(self, tracks: Sequence[int], span: tuple[int, int] | None = None, min_rows: int = MIN_ROWS
+                ) -> list[Scored]:
+        return [scored for e in self.engines if (scored := self.result(e, tracks, span, min_rows)) is not None]
+
+
+Scored = tuple[SyncResult, np.ndarray]  # a result and the frame of each of its distance rows
+
+
+def _build_report(
+    source: str, tracker: FaceTracker, scorer: _Scorer, timing: _Timing, skipped: list[Skipped], crop: str,
+    window_s: float | None,
+) -> Report:
+    num_frames = tracker.frames_seen
+    tracks = [
+        TrackReport(t.start, t.stop, [r for r, _ in scorer.results([t.number])], t.speaking, t.where())
+        for t in tracker.tracks
+    ]
+    speaking = [t.number for t in tracker.tracks if t.speaking]
+    whole = [r for r, _ in scorer.results([FULL_FRAME_TRACK])]
+    if whole:  # the full-frame protocol with a crop engine
+        tracks.insert(0, TrackReport(0, num_frames, whole, True, "full frame"))
+        speaking.append(FULL_FRAME_TRACK)
+    combined = scorer.results(speaking)
+    results = [r for r, _ in combined]
+    shown = max((t for t in tracker.tracks if t.speaking), key=lambda t: t.num_frames)
+    report = Report(
+        input=source,
+        duration_s=num_frames / FPS,
+        frames=num_frames,
         results=results,
-        timing_s=timing,
+        timing_s=timing.seconds,
         skipped=skipped,
-        segment=(track.start, track.stop),
-        face_summary=track.describe(),
-        crops=sample_frames(crops),
-        mouths=sample_frames(mouths),
+        segment=(shown.start, shown.stop),
+        face_summary=_describe(tracker),
+        crops=sample_frames(shown.crops),
+        mouths=sample_frames(shown.mouths),
+        protocol=crop,
+        tracks=tracks,
+        result_frames={r.engine: frames for r, frames in combined},
     )
+    if window_s is not None:
+        report.windows, report.drift = _windows(scorer, speaking, num_frames, window_s)
+    return report
+
+
+def _windows(scorer: _Scorer, tracks: list[int], num_frames: int, window_s: float) -> tuple[list[WindowResult],
+                                                                                            list[Drift]]:
+    """Results per window of `window_s` seconds (over the speaking tracks), and each engine's drift over them.
+
+    A window where the speaking faces give fewer distance rows than half the window has no results."""
+    step = max(1, int(round(window_s * FPS)))
+    windows = []
+    for start in range(0, num_frames, step):
+        stop = min(num_frames, start + step)
+        results = [r for r, _ in scorer.results(tracks, (start, stop), max(MIN_ROWS, step // 2))]
+        windows.append(WindowResult(start / FPS, stop / FPS, results))
+    drift = []
+    for engine in scorer.engines:
+        points = [((w.t_start + w.t_end) / 2, r.calibrated_offset_ms) for w in windows for r in w.results
+                  if r.engine == engine.name]
+        if len(points) >= MIN_DRIFT_WINDOWS:
+            times, offsets = zip(*points, strict=True)
+            drift.append(Drift(engine.name, drift_ms_per_minute(times, offsets), len(points)))
+    return windows, drift
+
+
+MIN_DRIFT_WINDOWS = 3  # windows with a result needed before a drift is given
+
+
+def _describe(tracker: FaceTracker) -> str:
+    """Which faces were followed, in one sentence for reports."""
+    tracks = tracker.tracks
+    speaking = [t for t in tracks if t.speaking]
+    seen = "one face" if tracker.num_faces == 1 else f"{tracker.num_faces} faces at once"
+    spans = ", ".join(f"{t.start / FPS:.1f}-{t.stop / FPS:.1f} s {t.where()}" for t in speaking)
+    return f"{seen} seen; {len(tracks)} face track(s) of at least 1 s, {len(speaking)} speaking ({spans})"
+
+
+def _in_background(items: Iterable[T], maxsize: int, name: str) -> Iterator[T]:
+    """Iterate `items` in a thread of its own, `maxsize` items ahead at most; its errors are raised here."""
+    results: queue.Queue = queue.Queue(maxsize)
+    stop = threading.Event()
+
+    def put(entry: tuple[str, object]) -> bool:
+        while not stop.is_set():
+            try:
+                results.put(entry, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def run() -> None:
+        iterator = iter(items)
+        try:
+            for item in iterator:
+                if not put(("item", item)):
+                    return
+            put(("end", None))
+        except BaseException as error:  # handed to the consumer, which raises it
+            put(("error", error))
+        finally:
+            if hasattr(iterator, "close"):
+                iterator.close()
+
+    thread = threading.Thread(target=run, name=f"syncnet-{name}", daemon=True)
+    thread.start()
+    try:
+        while True:
+            kind, value = results.get()
+            if kind == "end":
+                return
+            if kind == "error":
+                raise value
+            yield value
+    finally:
+        stop.set()
+        thread.join()
 
 
 @dataclass

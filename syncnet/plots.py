@@ -1,7 +1,7 @@
 """Pictures of a report: distance against offset, confidence over time, and the crops the engines saw."""
 from __future__ import annotations
 
-from typing import Sequence
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -9,6 +9,9 @@ from matplotlib.figure import Figure  # no pyplot: figures are plain objects (th
 
 from syncnet.constants import FPS
 from syncnet.scoring import OFFSETS, SyncResult
+
+if TYPE_CHECKING:
+    from syncnet.report import Report
 
 STRIP_FRAMES = 8  # crops shown in the strip
 STRIP_HEIGHT = 112  # pixels per row of the strip
@@ -35,17 +38,57 @@ def plot_distances(results: Sequence[SyncResult]) -> Figure:
     return fig
 
 
-def plot_confidence(results: Sequence[SyncResult], start_frame: int = 0) -> Figure:
-    """Per-window confidence (median-filtered, at each engine's chosen offset) against time in the clip."""
+def plot_confidence(
+    results: Sequence[SyncResult], start_frame: int = 0, row_frames: Mapping[str, np.ndarray] | None = None
+) -> Figure:
+    """Per-window confidence (median-filtered, at each engine's chosen offset) against time in the clip.
+
+    ``row_frames`` gives each engine's frame per row (rows pooled from several tracks); otherwise the rows are
+    consecutive frames from ``start_frame``. The line breaks where the frames jump (between tracks).
+    """
     fig = Figure(figsize=(PANEL_SIZE[0] * 2, PANEL_SIZE[1]))
     ax = fig.subplots()
     for result in results:
-        seconds = (start_frame + np.arange(len(result.frame_confidence))) / FPS
-        ax.plot(seconds, result.frame_confidence, label=result.engine)
+        frames = (row_frames or {}).get(result.engine)
+        if frames is None:
+            frames = start_frame + np.arange(len(result.frame_confidence))
+        values = np.asarray(result.frame_confidence, float)
+        breaks = np.flatnonzero(np.diff(frames) > 1) + 1
+        ax.plot(np.insert(frames / FPS, breaks, np.nan), np.insert(values, breaks, np.nan), label=result.engine)
     ax.set_xlabel("time (s)")
     ax.set_ylabel("confidence")
     ax.grid(alpha=0.3)
     if results:
+        ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def plot_offsets(report: Report) -> Figure:
+    """Calibrated offset (ms) over time: a bar per face track and engine, a point per window, the drift."""
+    fig = Figure(figsize=(PANEL_SIZE[0] * 2, PANEL_SIZE[1]))
+    ax = fig.subplots()
+    engines = list(dict.fromkeys(r.engine for t in report.tracks for r in t.results))
+    colours = {engine: f"C{i}" for i, engine in enumerate(engines)}
+    for track in report.tracks:
+        for r in track.results:
+            ax.plot([track.t_start, track.t_end], [r.calibrated_offset_ms] * 2, color=colours[r.engine],
+                    linewidth=3 if track.speaking else 1, alpha=1.0 if track.speaking else 0.4)
+    for engine in engines:
+        points = [((w.t_start + w.t_end) / 2, r.calibrated_offset_ms) for w in report.windows or []
+                  for r in w.results if r.engine == engine]
+        drift = next((d for d in report.drift if d.engine == engine), None)
+        label = engine if drift is None else f"{engine} (drift {drift.ms_per_minute:+.0f} ms/min)"
+        if points:
+            ax.plot(*zip(*points, strict=True), "o--", color=colours[engine], markersize=4, label=label)
+        else:
+            ax.plot([], [], color=colours[engine], label=label)
+    ax.axhline(0, color="grey", linewidth=0.5)
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel("offset (ms, + = audio early)")
+    ax.set_title("offset over time (thick: speaking faces' tracks; points: windows)")
+    ax.grid(alpha=0.3)
+    if engines:
         ax.legend()
     fig.tight_layout()
     return fig

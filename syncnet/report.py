@@ -26,6 +26,43 @@ FIX_PREFERENCE = ("syncnet", "fcn", "landmarks")
 
 
 @dataclass
+class TrackReport:
+    """One face track (a shot, or the part of it where one face is seen), scored on its own."""
+
+    start: int  # first frame
+    stop: int  # one past the last frame
+    results: list[SyncResult]
+    speaking: bool  # its lips follow the sound better than every face on screen with it
+    face: str = ""  # where the face is ("on the left"...), or "full frame"
+
+    @property
+    def t_start(self) -> float:
+        return self.start / FPS
+
+    @property
+    def t_end(self) -> float:
+        return self.stop / FPS
+
+
+@dataclass
+class WindowResult:
+    """The results over one stretch of time of a file (``detect --window S``)."""
+
+    t_start: float
+    t_end: float
+    results: list[SyncResult]
+
+
+@dataclass
+class Drift:
+    """How an engine's calibrated offset moves over a file: least-squares slope over its windows."""
+
+    engine: str
+    ms_per_minute: float
+    windows: int
+
+
+@dataclass
 class Report:
     """The outcome of one pipeline call on one clip (or one stream window)."""
 
@@ -40,6 +77,11 @@ class Report:
     face_summary: str = ""  # which face was followed, over which frames (FaceTrack.describe())
     crops: np.ndarray | None = field(default=None, repr=False)  # uint8 (n, 224, 224, 3) sample of face crops
     mouths: np.ndarray | None = field(default=None, repr=False)  # uint8 (n, h, w, 3) sample of mouth crops
+    protocol: str = "track"  # how the engines saw the face: "track" (tracked crops) or "full-frame"
+    tracks: list[TrackReport] = field(default_factory=list)  # every face track of at least 1 s, in time order
+    windows: list[WindowResult] | None = None  # per-window results when asked for (detect --window S)
+    drift: list[Drift] = field(default_factory=list)  # per engine, when there are enough windows
+    result_frames: dict[str, np.ndarray] = field(default_factory=dict, repr=False)  # frame of each combined row
     tolerance: Tolerance = DEFAULT_TOLERANCE  # what counts as in sync; every verdict is judged with it
 
     @property
@@ -60,6 +102,7 @@ class Report:
             "timing_s": {stage: float(seconds) for stage, seconds in self.timing_s.items()},
             "skipped": [skipped_to_dict(s) for s in self.skipped],
         }
+        out.update(_stream_fields(self, detail))
         if detail:
             out["segment"] = {"start_frame": int(self.segment[0]), "stop_frame": int(self.segment[1])}
             out["face"] = self.face_summary
@@ -85,6 +128,74 @@ class Report:
         if not self.results:
             return "no engine could run, so there is no offset to correct"
         return "no sync signal (this sound does not follow these lips), so there is no offset to correct"
+
+
+def _stream_fields(report: Report, detail: bool) -> dict[str, Any]:
+    """The protocol, the face tracks, and (when asked for) the windows and the drift."""
+    out: dict[str, Any] = {
+        "protocol": report.protocol,
+        "tracks": [track_to_dict(t, detail, report.tolerance) for t in report.tracks],
+    }
+    if report.windows is not None:
+        out["windows"] = [
+            {"t_start": float(w.t_start), "t_end": float(w.t_end),
+             "results": [result_to_dict(r, tolerance=report.tolerance) for r in w.results]}
+            for w in report.windows
+        ]
+        out["drift"] = [
+            {"engine": d.engine, "ms_per_minute": float(d.ms_per_minute), "windows": int(d.windows)}
+            for d in report.drift
+        ]
+    return out
+
+
+def track_to_dict(
+    track: TrackReport, detail: bool = False, tolerance: Tolerance = DEFAULT_TOLERANCE
+) -> dict[str, Any]:
+    return {
+        "t_start": float(track.t_start),
+        "t_end": float(track.t_end),
+        "speaking": bool(track.speaking),
+        "face": track.face,
+        "results": [result_to_dict(r, detail, tolerance) for r in track.results],
+    }
+
+
+def drift_ms_per_minute(times_s: Sequence[float], offsets_ms: Sequence[float]) -> float:
+    """Least-squares slope of offsets (ms) against time, in ms per minute."""
+    slope = np.polyfit(np.asarray(times_s, float) / 60.0, np.asarray(offsets_ms, float), 1)[0]
+    return float(slope)
+
+
+def track_lines(report: Report) -> list[str]:
+    """Plain lines for the face tracks, the windows and the drift (after `summary_lines`)."""
+    def found(results: list[SyncResult]) -> str:
+        text = ", ".join(f"{r.engine} {r.offset_frames:+d} (confidence {r.confidence:.2f})" for r in results)
+        return text or "too little of a speaking face to score"
+
+    lines = []
+    for t in report.tracks:
+        speaking = "speaking" if t.speaking else "not speaking"
+        lines.append(f"  track {t.t_start:7.2f} - {t.t_end:7.2f} s, face {t.face}, {speaking}: {found(t.results)}")
+    for w in report.windows or []:
+        lines.append(f"  window {w.t_start:7.2f} - {w.t_end:7.2f} s: {found(w.results)}")
+    lines += [f"  drift {d.engine}: {d.ms_per_minute:+.1f} ms per minute over {d.windows} windows"
+              for d in report.drift]
+    return lines
+
+
+TRACK_COLUMNS = ["t_start (s)", "t_end (s)", "face", "speaking", "engine", "verdict", "offset (frames)",
+                 "offset (ms)", "confidence"]
+
+
+def track_rows(report: Report) -> list[list[Any]]:
+    """One row per (track, engine), in TRACK_COLUMNS order: the per-shot table."""
+    return [
+        [round(t.t_start, 2), round(t.t_end, 2), t.face, "yes" if t.speaking else "no", r.engine,
+         describe_offset(r, report.tolerance), r.offset_frames, round(r.offset_ms, 1), round(r.confidence, 3)]
+        for t in report.tracks
+        for r in t.results
+    ]
 
 
 def result_to_dict(

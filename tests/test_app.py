@@ -50,7 +50,9 @@ def test_named_endpoints(client):
 
 def test_detect_returns_the_cli_json_and_matches_the_library(client):
     data = client.predict(handle_file(str(CLIP)), api_name="/detect")
-    assert set(data) == {"input", "fps", "duration_s", "frames", "verdict", "results", "timing_s", "skipped"}
+    assert set(data) == {
+        "input", "fps", "duration_s", "frames", "verdict", "results", "timing_s", "skipped", "protocol", "tracks"
+    }
     assert data["input"] == CLIP.name  # the upload's name, not the server's path
     assert data["verdict"] == data["results"][0]["verdict"]  # syncnet's, the most trusted engine
     assert data["frames"] == 114 and data["skipped"] == []
@@ -77,14 +79,15 @@ def test_detect_with_one_engine_and_a_tolerance(client):
 
 
 def test_analyze_returns_words_plots_crops_and_the_corrected_video(client):
-    verdict, table, timing, distances, confidence, strip, corrected, details = client.predict(
+    verdict, table, timing, distances, confidence, strip, corrected, details, shots, offsets = client.predict(
         handle_file(str(CLIP)), ["fcn", "landmarks"], api_name="/analyze"
     )
     assert verdict.startswith("### ") and "(fcn)" in verdict.splitlines()[0]  # the most trusted engine leads
     assert any(words in verdict for words in ("In sync", "early: delay it by", "late: advance it by", "No sync signal"))
     assert [row[0] for row in table["data"]] == ["fcn", "landmarks"]
     assert [row[0] for row in timing["data"]][:2] == ["decode", "faces"]
-    for png in (distances, confidence):
+    assert [row[4] for row in shots["data"]] == ["fcn", "landmarks"]  # one face track, both engines
+    for png in (distances, confidence, offsets):
         with open(png, "rb") as f:
             assert f.read(8) == b"\x89PNG\r\n\x1a\n"
     assert strip  # an image file of the crops

@@ -69,7 +69,9 @@ def test_detect_json_lists_engines_that_cannot_run(tmp_path):
     done = run_cli("detect", str(CLIP), "--json", env={"HF_HOME": str(tmp_path / "hf")})
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)  # stdout is exactly one JSON object
-    assert set(report) == {"input", "fps", "duration_s", "frames", "verdict", "results", "timing_s", "skipped"}
+    assert set(report) == {
+        "input", "fps", "duration_s", "frames", "verdict", "results", "timing_s", "skipped", "protocol", "tracks"
+    }
     assert report["input"] == str(CLIP) and report["fps"] == 25.0
     assert report["frames"] == 114 and report["duration_s"] == pytest.approx(4.56)
     assert [r["engine"] for r in report["results"]] == ["landmarks"]

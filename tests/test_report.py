@@ -53,7 +53,9 @@ def test_fix_in_words():
 
 def test_json_has_exactly_the_cli_contract_shape():
     data = json.loads(_report().to_json())
-    assert set(data) == {"input", "fps", "duration_s", "frames", "verdict", "results", "timing_s", "skipped"}
+    assert set(data) == {
+        "input", "fps", "duration_s", "frames", "verdict", "results", "timing_s", "skipped", "protocol", "tracks"
+    }
     assert data["fps"] == 25.0 and data["frames"] == 114 and data["input"] == "clip.mp4"
     assert data["verdict"] == "audio_early"  # syncnet's, the most trusted engine that ran
     first = data["results"][0]
