@@ -94,14 +94,41 @@ def test_frame_rate_warning():
     assert "29.97 fps" in frame_rate_warning(30000 / 1001)
 
 
-def test_track_protocol_is_unchanged(grid):
-    """The default protocol still scores syncnet_python's tracked crops, as faces.crop_faces cuts them."""
-    from syncnet.pipeline import analyze_file
+class _RecordingEngine:
+    """Stands in for a crop engine: keeps the crops it is given and scores nothing in particular."""
 
-    report = analyze_file(GRID_CLIP, ["landmarks"], crop="track")
-    track = track_face(grid.frames, grid.audio)
-    assert report.segment == (track.start, track.stop)
-    np.testing.assert_array_equal(report.crops, sample_frames(crop_faces(grid.frames, track)))
+    name = "syncnet"
+
+    def __init__(self):
+        from syncnet.scoring import Calibration
+
+        self.calibration = Calibration()
+        self.crops: list[np.ndarray] = []
+
+    def run(self, inputs: EngineInput):
+        from syncnet.scoring import summarize
+
+        self.crops.append(inputs.crops)
+        return summarize(self.name, np.ones((max(len(inputs.crops) - 4, 1), 31)))
+
+
+@pytest.mark.parametrize("crop", ["track", "full-frame"])
+def test_each_protocol_feeds_the_engines_its_crops(grid, monkeypatch, crop):
+    """track: syncnet_python's tracked crops, as faces.crop_faces cuts them; full-frame: every frame resized."""
+    from syncnet import pipeline
+
+    engine = _RecordingEngine()
+    monkeypatch.setattr(pipeline, "get_engines", lambda names=None: ([engine], []))
+    report = pipeline.analyze_file(GRID_CLIP, ["syncnet"], crop=crop)
+    seen = np.concatenate(engine.crops)
+    if crop == "track":
+        track = track_face(grid.frames, grid.audio)
+        assert report.segment == (track.start, track.stop)
+        expected = crop_faces(grid.frames, track)
+    else:
+        expected = full_frame_crops(grid.frames)
+    np.testing.assert_array_equal(seen, expected)
+    assert report.to_dict()["protocol"] == crop
 
 
 @pytest.mark.parametrize("crop", ["track", "full-frame"])
