@@ -191,10 +191,14 @@ def main() -> None:
     for name, offset, confidence in rows:
         print(f"{name:48s} raw {offset:+6.2f} frames  confidence {confidence:.3f}")
     spread = np.percentile([r[1] for r in rows], [25, 75])
+    with_shapes = ""
+    if all(c.blendshapes is not None for c in in_sync):
+        with_shapes = f"; with blendshapes the median is {measure_lag(in_sync, use_blendshapes=True)[0]:+.2f}"
     note = (
-        f"landmarks: bias = -(median raw sub-frame offset) over {len(rows)} real clips believed in sync "
-        f"(all real clips of ../shared/clips but {', '.join(sorted(NOT_IN_SYNC))}): median {lag:+.2f} frames, "
-        f"interquartile {spread[0]:+.2f}..{spread[1]:+.2f}; refit with python -m benchmarks.calibrate_landmarks"
+        f"landmarks: bias = -(median raw sub-frame offset, lip shapes without blendshapes) over {len(rows)} real "
+        f"clips believed in sync (all real clips of ../shared/clips but {', '.join(sorted(NOT_IN_SYNC))}): median "
+        f"{lag:+.2f} frames, interquartile {spread[0]:+.2f}..{spread[1]:+.2f}{with_shapes}; refit with "
+        "python -m benchmarks.calibrate_landmarks"
     )
     print(note)
     if not args.dry_run:
