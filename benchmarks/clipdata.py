@@ -132,8 +132,8 @@ def _blendshape_pass(frames: np.ndarray, track: FaceTrack, pad: float) -> np.nda
     return out
 
 
-def decode_clip(path: Path, kind: str = "unknown") -> ClipData:
-    """Decode a file and track its speaking face (no cache)."""
+def decode_clip(path: Path, kind: str = "unknown", blendshapes: bool = True) -> ClipData:
+    """Decode a file and track its speaking face (no cache); `blendshapes=False` skips their landmarker pass."""
     media = load_media(str(path))
     track = track_face(media.frames, media.audio)
     return ClipData(
@@ -145,7 +145,7 @@ def decode_clip(path: Path, kind: str = "unknown") -> ClipData:
         num_faces=track.num_faces,
         kind=kind,
         landmarks=track.landmarks.astype(np.float32),
-        blendshapes=track_blendshapes(media.frames, track),
+        blendshapes=track_blendshapes(media.frames, track) if blendshapes else None,
     )
 
 
