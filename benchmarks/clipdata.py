@@ -1,9 +1,10 @@
-"""Decoded face segments of benchmark clips: lip shapes and aligned audio, cached on disk between runs.
+"""Decoded face segments of benchmark clips: lip shapes, landmarks, blendshapes and aligned audio, cached on disk.
 
 Shared by `benchmarks/accuracy.py` and `benchmarks/calibrate_landmarks.py`. Each clip goes through the real
-pipeline stages (`syncnet.media.load_media`, `syncnet.faces.track_face`, `syncnet.faces.lip_shapes`); the cache
-holds only the small arrays the landmark engine needs (crops are not cached: they are recomputed for engines
-that need them).
+pipeline stages (`syncnet.media.load_media`, `syncnet.faces.track_face`, `syncnet.faces.lip_shapes`); MediaPipe's
+52 blendshapes of the tracked face come from a second landmarker pass over the segment (the face nearest the
+track in each frame). The cache holds only the arrays the landmark engine needs (crops are not cached: they are
+recomputed for engines that need them); the landmarker costs ~8 ms a frame, the cache makes reruns quick.
 """
 from __future__ import annotations
 
@@ -14,14 +15,20 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+import mediapipe as mp
 import numpy as np
+from mediapipe.tasks.python import vision
+from mediapipe.tasks.python.core.base_options import BaseOptions
 
-from syncnet.faces import lip_shapes, track_face
+from syncnet.constants import FPS
+from syncnet.faces import CLOSEUP_PAD, MAX_FACES, FaceTrack, lip_shapes, model_path, track_face
 from syncnet.media import SAMPLES_PER_FRAME, load_media
 
 log = logging.getLogger(__name__)
 
-CACHE_VERSION = 1  # bump when what is cached changes
+CACHE_VERSION = 2  # bump when what is cached changes
+NUM_BLENDSHAPES = 52
+MAX_MATCH_DISTANCE = 0.15  # a blendshape face farther than this share of the face size from the track is not it
 DEFAULT_CACHE = Path.home() / ".cache" / "fcn-syncnet" / "benchmarks"
 # Copies of syncnet_example.avi shifted by a third party: NOT shifted by their labels (see the manifest's notes),
 # and the same content as syncnet_example.avi, so they would count one clip three times.
@@ -41,6 +48,8 @@ class ClipData:
     num_faces: int
     kind: str  # "real" or "generated" (manifest), "unknown" if not listed
     file_duration_s: float = 0.0  # the file's duration in the manifest (0: not listed)
+    landmarks: np.ndarray | None = None  # float32 (n, 478, 3) of the tracked face, gaps interpolated
+    blendshapes: np.ndarray | None = None  # float32 (n, 52) MediaPipe blendshape scores, gaps interpolated
 
     @property
     def duration_s(self) -> float:
@@ -72,8 +81,59 @@ def segment_audio(audio: np.ndarray, start: int, stop: int) -> np.ndarray:
     return out
 
 
-def decode_clip(path: Path, kind: str = "unknown") -> ClipData:
-    """Decode a file and track its speaking face (no cache)."""
+def track_blendshapes(frames: np.ndarray, track: FaceTrack) -> np.ndarray:
+    """float32 (n, 52) blendshape scores of the tracked face over frames[track.start:track.stop].
+
+    One landmarker pass (VIDEO mode, blendshapes on) over the segment, unpadded and, if that misses faces, padded
+    as `track_face` does for close-ups; per frame the face whose landmarks lie nearest the track's is taken, frames
+    without one are interpolated from their neighbours.
+    """
+    best = None
+    for pad in (0.0, CLOSEUP_PAD):
+        scores = _blendshape_pass(frames[track.start : track.stop], track, pad)
+        found = np.isfinite(scores[:, 0])
+        if best is None or found.sum() > np.isfinite(best[:, 0]).sum():
+            best = scores
+        if found.mean() >= 0.9:
+            break
+    found = np.isfinite(best[:, 0])
+    if not found.any():
+        return np.zeros((track.num_frames, NUM_BLENDSHAPES), np.float32)
+    index = np.arange(len(best))
+    columns = [np.interp(index, index[found], best[found, j]) for j in range(NUM_BLENDSHAPES)]
+    return np.stack(columns, axis=1).astype(np.float32)
+
+
+def _blendshape_pass(frames: np.ndarray, track: FaceTrack, pad: float) -> np.ndarray:
+    height, width = frames.shape[1:3]
+    border = int(round(pad * max(height, width)))
+    scale = np.array([width + 2 * border, height + 2 * border], np.float32)
+    options = vision.FaceLandmarkerOptions(
+        base_options=BaseOptions(model_asset_path=model_path()), running_mode=vision.RunningMode.VIDEO,
+        num_faces=max(1, min(MAX_FACES, track.num_faces)), output_face_blendshapes=True,
+    )
+    out = np.full((len(frames), NUM_BLENDSHAPES), np.nan, np.float32)
+    with vision.FaceLandmarker.create_from_options(options) as landmarker:
+        for i, frame in enumerate(frames):
+            if border:
+                frame = np.pad(frame, ((border, border), (border, border), (0, 0)))
+            image = mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(frame))
+            result = landmarker.detect_for_video(image, int(round(i * 1000 / FPS)))
+            target = track.landmarks[i, :, :2]
+            size = float(np.ptp(target[:, 0])) + 1e-6
+            best, best_distance = None, MAX_MATCH_DISTANCE
+            for face, shapes in zip(result.face_landmarks, result.face_blendshapes, strict=True):
+                points = np.array([(p.x, p.y) for p in face], np.float32) * scale - border
+                distance = float(np.abs(points - target).mean()) / size
+                if distance < best_distance:
+                    best, best_distance = shapes, distance
+            if best is not None:
+                out[i] = [c.score for c in sorted(best, key=lambda c: c.index)]
+    return out
+
+
+def decode_clip(path: Path, kind: str = "unknown", blendshapes: bool = True) -> ClipData:
+    """Decode a file and track its speaking face (no cache); `blendshapes=False` skips their landmarker pass."""
     media = load_media(str(path))
     track = track_face(media.frames, media.audio)
     return ClipData(
@@ -84,6 +144,8 @@ def decode_clip(path: Path, kind: str = "unknown") -> ClipData:
         clip_frames=len(media.frames),
         num_faces=track.num_faces,
         kind=kind,
+        landmarks=track.landmarks.astype(np.float32),
+        blendshapes=track_blendshapes(media.frames, track) if blendshapes else None,
     )
 
 
@@ -102,18 +164,18 @@ def load_clip(path: Path, cache_dir: Path | None, kind: str = "unknown", file_du
     if cached.exists():
         with np.load(cached) as z:
             return ClipData(path.name, z["lips"], z["audio"], int(z["start"]), int(z["clip_frames"]),
-                            int(z["num_faces"]), kind, file_duration_s)
+                            int(z["num_faces"]), kind, file_duration_s, z["landmarks"], z["blendshapes"])
     clip = decode_clip(path, kind)
     tmp = cached.with_suffix(".tmp.npz")
     np.savez(tmp, lips=clip.lips, audio=clip.audio, start=clip.start, clip_frames=clip.clip_frames,
-             num_faces=clip.num_faces)
+             num_faces=clip.num_faces, landmarks=clip.landmarks, blendshapes=clip.blendshapes)
     tmp.replace(cached)
     log.info("cached %s (%d frames)", path.name, len(clip.lips))
     return dataclasses.replace(clip, file_duration_s=file_duration_s)
 
 
 def load_clips(clips_dir: Path, cache_dir: Path | None) -> list[ClipData]:
-    """Every clip of the folder (derived copies left out); clips whose face cannot be tracked are logged and left out."""
+    """Every clip of the folder (derived copies left out); clips whose face cannot be tracked are logged, left out."""
     manifest = read_manifest(clips_dir)
     out = []
     for path in list_clips(clips_dir):

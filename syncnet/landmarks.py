@@ -1,18 +1,25 @@
-"""The training-free engine: lip-shape motion against speech-band energy, correlated over offsets -15..+15.
+"""The training-free engine: lip shapes against speech-band energy, correlated over offsets -15..+15.
 
-Each frame gets two visual numbers (fixed mixes of the lip-shape velocities from `syncnet.faces.lip_shapes`) and
-two audio numbers (fixed mixes of the rates of change of log band energies). The mixes are the first two pairs of
-canonical directions fitted once, jointly over a subset of the benchmark clips (`benchmarks/calibrate_landmarks.py
---projection` refits and prints them); they are 26 numbers, not a network. The per-frame products of the
-standardised series, summed with the canonical correlations as weights, are the per-window similarities, so their
-mean over the frames is a cross-correlation and `syncnet.scoring.summarize` turns ``1 - similarity`` into an offset,
-a confidence and per-frame confidences as for the other engines. Frames whose audio is digital silence (or
-padding) carry no weight; a silent or motionless input gives a flat curve, i.e. confidence ~0.
+Each frame gets a visual vector (the standardised lip shapes from `syncnet.faces.lip_shapes` and their rates of
+change, plus MediaPipe's mouth blendshapes and their rates of change when the input has them) and an audio vector
+(the floored log energies of 8 speech bands and their rates of change). Fixed linear maps project both onto a few
+paired directions: the directions along which lips and sound agree at the right offset far more than at wrong ones
+(a contrastive canonical fit, closed form, done once on half of the benchmark clips by `python -m
+benchmarks.calibrate_landmarks --projection` and stored in `assets/landmarks_projection.json`; a few hundred
+numbers, not a network). The per-frame products of the standardised projections, weighted per direction, are the
+per-window similarities, so their mean over the frames is a cross-correlation and `syncnet.scoring.summarize`
+turns ``1 - similarity`` into an offset, a confidence and per-frame confidences as for the other engines. Frames
+whose audio is digital silence (or padding) carry no weight; a silent or motionless input gives a flat curve,
+i.e. confidence ~0.
 """
 from __future__ import annotations
 
+import json
 import logging
 import time
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 from scipy.ndimage import maximum_filter1d
@@ -37,17 +44,35 @@ DYNAMIC_RANGE_DB = 50.0  # band levels are floored this far below their 95th per
 SILENCE_DB = -90.0  # frames quieter than this (digital silence, padding) carry no weight
 SILENCE_DILATION = 2  # frames next to silence carry no weight either (their energy slope is a step)
 
-# first two canonical pairs (columns) of (lip-shape velocities, band-energy slopes), each standardised per clip, and
-# their canonical correlations; fitted by benchmarks/calibrate_landmarks.py --projection on every other clip of
-# ../shared/clips (sorted by name)
-# rows: inner_gap, mouth_width, outer_height, inner_area, jaw_drop
-LIP_WEIGHTS = np.array([[-0.1136, -0.5929], [-0.1829, -0.6408], [0.8043, -0.794], [0.1558, 0.6358], [0.2563, 1.0496]])
-BAND_WEIGHTS = np.array(
-    [[0.0329, 0.2422], [-0.3782, -0.2392], [-0.04, -0.1905], [0.6814, 0.586], [0.0035, 0.7148], [0.5406, -0.8062],
-     [0.2932, -0.0906], [-0.2039, -0.4873]]
-)  # rows: the 8 bands, low to high
-COMPONENT_WEIGHTS = np.array([0.4449, 0.1964])
-NUM_LIP_FEATURES = LIP_WEIGHTS.shape[0]
+PROJECTION_PATH = Path(__file__).parent / "assets" / "landmarks_projection.json"
+NUM_LIP_FEATURES = 5  # columns of syncnet.faces.lip_shapes
+NUM_BLENDSHAPES = 52  # MediaPipe Face Landmarker's blendshape scores, in its category order
+# mouth blendshapes used (category indices; left and right halves summed): jawOpen, mouthClose, mouthFunnel,
+# mouthPucker, mouthLowerDown, mouthUpperUp, mouthStretch, mouthRollLower, mouthRollUpper, mouthShrugLower,
+# mouthShrugUpper, mouthPress, mouthSmile, mouthDimple, mouthFrown, mouthLeft, mouthRight, jawForward
+MOUTH_BLENDSHAPES = (
+    (25,), (27,), (32,), (38,), (34, 35), (48, 49), (46, 47), (40,), (41,), (42,), (43,), (36, 37), (44, 45),
+    (28, 29), (30, 31), (33,), (39,), (23,),
+)
+
+
+@dataclass(frozen=True)
+class Projection:
+    """Paired directions: visual (Dv, C) and audio (Da, C) maps, and the weight of each of the C directions."""
+
+    visual: np.ndarray
+    audio: np.ndarray
+    weights: np.ndarray
+
+
+@lru_cache(maxsize=1)
+def projections() -> dict[str, Projection]:
+    """The fitted projections by feature set: "lips" and "lips+blendshapes" (see PROJECTION_PATH)."""
+    stored = json.loads(PROJECTION_PATH.read_text())
+    return {
+        name: Projection(np.array(p["visual"]), np.array(p["audio"]), np.array(p["weights"]))
+        for name, p in stored["projections"].items()
+    }
 
 
 class LandmarkInputError(EngineInputError):
@@ -71,10 +96,8 @@ def raw_band_levels(audio: np.ndarray, num_frames: int) -> np.ndarray:
     index = np.arange(WINDOW)[None, :] + HOP * np.arange(steps)[:, None]
     power = np.abs(np.fft.rfft(padded[index] * np.hanning(WINDOW), N_FFT)) ** 2
     freqs = np.fft.rfftfreq(N_FFT, 1.0 / SAMPLE_RATE)
-    bands = np.stack(
-        [power[:, (freqs >= lo) & (freqs < hi)].sum(axis=1) for lo, hi in zip(BAND_EDGES_HZ[:-1], BAND_EDGES_HZ[1:])],
-        axis=1,
-    )
+    edges = zip(BAND_EDGES_HZ[:-1], BAND_EDGES_HZ[1:], strict=True)
+    bands = np.stack([power[:, (freqs >= lo) & (freqs < hi)].sum(axis=1) for lo, hi in edges], axis=1)
     energy = bands.reshape(num_frames, STEPS_PER_FRAME, -1).mean(axis=1)
     return 10.0 * np.log10(energy + 1e-10)
 
@@ -103,31 +126,51 @@ def standardise(x: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
     return z * (w > 0)
 
 
-def lip_velocity(lips: np.ndarray) -> np.ndarray:
-    """(T, K) standardised rates of change of the standardised lip-shape columns."""
-    return standardise(np.gradient(standardise(lips), axis=0))
+def with_velocity(x: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+    """(T, 2K): the standardised columns of x, then their standardised rates of change."""
+    z = standardise(x, weights)
+    return np.concatenate([z, standardise(np.gradient(z, axis=0), weights)], axis=1)
 
 
-def band_slopes(audio: np.ndarray, num_frames: int) -> np.ndarray:
-    """(T, 8) standardised rates of change of the floored band levels."""
-    return standardise(np.gradient(band_levels(audio, num_frames), axis=0))
+def mouth_blendshapes(blendshapes: np.ndarray) -> np.ndarray:
+    """(T, 18) the mouth blendshapes of MOUTH_BLENDSHAPES (left and right summed) from (T, 52) scores."""
+    return np.stack([blendshapes[:, list(group)].sum(axis=1) for group in MOUTH_BLENDSHAPES], axis=1)
 
 
-def series(lips: np.ndarray, audio: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The visual and audio series (T, 2) that are cross-correlated, standardised; silent frames' audio is 0."""
+def visual_features(lips: np.ndarray, blendshapes: np.ndarray | None = None) -> np.ndarray:
+    """(T, 10) lip shapes and their velocities; (T, 46) with the mouth blendshapes and theirs appended."""
+    features = with_velocity(lips)
+    if blendshapes is not None:
+        features = np.concatenate([features, with_velocity(mouth_blendshapes(blendshapes))], axis=1)
+    return features
+
+
+def audio_features(audio: np.ndarray, num_frames: int, weights: np.ndarray) -> np.ndarray:
+    """(T, 16) floored band levels and their slopes, standardised over the frames with sound (others 0)."""
+    return with_velocity(band_levels(audio, num_frames), weights) * (weights > 0)[:, None]
+
+
+def feature_set(blendshapes: np.ndarray | None) -> str:
+    return "lips" if blendshapes is None else "lips+blendshapes"
+
+
+def series(
+    lips: np.ndarray, audio: np.ndarray, blendshapes: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The visual and audio series (T, C) that are cross-correlated, standardised, and the C direction weights."""
+    projection = projections()[feature_set(blendshapes)]
     num_frames = len(lips)
-    visual = standardise(lip_velocity(lips) @ LIP_WEIGHTS)
     weights = speech_weights(audio, num_frames)
-    sound = standardise(band_slopes(audio, num_frames) @ BAND_WEIGHTS, weights)
-    return visual, sound
+    visual = standardise(visual_features(lips, blendshapes) @ projection.visual)
+    sound = standardise(audio_features(audio, num_frames, weights) @ projection.audio, weights)
+    return visual, sound, projection.weights
 
 
-def window_dists(visual: np.ndarray, sound: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+def window_dists(visual: np.ndarray, sound: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """(T, 31) ``1 - sum_c weights_c visual[t, c] sound[t - k, c] / sum(weights)`` for offset k (column k + 15).
 
-    `weights` defaults to COMPONENT_WEIGHTS. Frames whose sound at that offset would lie outside the clip get 1.
+    Frames whose sound at that offset would lie outside the clip get 1.
     """
-    weights = COMPONENT_WEIGHTS if weights is None else weights
     num_frames = len(visual)
     weighted = visual * (weights / weights.sum())
     dists = np.ones((num_frames, len(OFFSETS)))
@@ -139,8 +182,13 @@ def window_dists(visual: np.ndarray, sound: np.ndarray, weights: np.ndarray | No
     return dists
 
 
-def check_inputs(lips: np.ndarray, audio: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """float64 copies of the inputs; non-finite lip values become the column median. Raises LandmarkInputError."""
+def check_inputs(
+    lips: np.ndarray, audio: np.ndarray, blendshapes: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """float64 copies of the inputs; non-finite lip or blendshape values become the column median.
+
+    Raises LandmarkInputError.
+    """
     lips = np.asarray(lips, dtype=np.float64)
     audio = np.asarray(audio, dtype=np.float64).reshape(-1)
     if lips.ndim != 2 or lips.shape[1] != NUM_LIP_FEATURES:
@@ -149,12 +197,26 @@ def check_inputs(lips: np.ndarray, audio: np.ndarray) -> tuple[np.ndarray, np.nd
         raise LandmarkInputError(f"need at least 2 frames of lip shapes, got {len(lips)}")
     if not np.isfinite(audio).all():
         raise LandmarkInputError("audio contains NaN or infinite samples")
-    bad = ~np.isfinite(lips)
+    lips = _fill_gaps(lips, "a lip-shape column has no finite value")
+    if blendshapes is not None:
+        blendshapes = np.asarray(blendshapes, dtype=np.float64)
+        if blendshapes.shape != (len(lips), NUM_BLENDSHAPES):
+            raise LandmarkInputError(
+                f"blendshapes must be (frames, {NUM_BLENDSHAPES}) with one row per lip-shape frame, "
+                f"got {blendshapes.shape} for {len(lips)} frames"
+            )
+        blendshapes = _fill_gaps(blendshapes, "a blendshape column has no finite value")
+    return lips, audio, blendshapes
+
+
+def _fill_gaps(x: np.ndarray, message: str) -> np.ndarray:
+    """x with non-finite values replaced by their column's median; LandmarkInputError if a column has none."""
+    bad = ~np.isfinite(x)
     if bad.all(axis=0).any():
-        raise LandmarkInputError("a lip-shape column has no finite value")
+        raise LandmarkInputError(message)
     if bad.any():
-        lips = np.where(bad, np.nanmedian(np.where(bad, np.nan, lips), axis=0), lips)
-    return lips, audio
+        x = np.where(bad, np.nanmedian(np.where(bad, np.nan, x), axis=0), x)
+    return x
 
 
 class LandmarkEngine:
@@ -165,14 +227,14 @@ class LandmarkEngine:
     def __init__(self, calibration: Calibration = Calibration()):
         self.calibration = calibration
 
-    def window_dists(self, lips: np.ndarray, audio: np.ndarray) -> np.ndarray:
-        """(T, 31) per-frame dissimilarities, column k = offset k - 15."""
-        lips, audio = check_inputs(lips, audio)
-        return window_dists(*series(lips, audio))
+    def window_dists(self, lips: np.ndarray, audio: np.ndarray, blendshapes: np.ndarray | None = None) -> np.ndarray:
+        """(T, 31) per-frame dissimilarities, column k = offset k - 15; `blendshapes` (T, 52) are optional."""
+        return window_dists(*series(*check_inputs(lips, audio, blendshapes)))
 
     def run(self, inputs: EngineInput) -> SyncResult:
+        """Score one face segment; uses `inputs.blendshapes` (T, 52) where the input carries them."""
         started = time.perf_counter()
-        dists = self.window_dists(inputs.lips, inputs.audio)
+        dists = self.window_dists(inputs.lips, inputs.audio, getattr(inputs, "blendshapes", None))
         return summarize(self.name, dists, self.calibration, time.perf_counter() - started)
 
 

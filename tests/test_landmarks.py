@@ -1,14 +1,24 @@
-"""The landmark engine: sign convention, shift recovery on synthetic and real data, silence/noise, shapes, errors."""
+"""The landmark engine: sign convention, shift recovery on synthetic and real data (whole clips and short excerpts
+with real shifted audio), with and without blendshapes, silence/noise, shapes, errors."""
 import json
 
 import numpy as np
 import pytest
 
+from syncnet.card import CARD_PATH as CARD_CONFIG
 from syncnet.engines import EngineInput, load_engines
-from syncnet.landmarks import NUM_LIP_FEATURES, LandmarkEngine, LandmarkInputError
+from syncnet.landmarks import (
+    MOUTH_BLENDSHAPES,
+    NUM_BLENDSHAPES,
+    NUM_LIP_FEATURES,
+    LandmarkEngine,
+    LandmarkInputError,
+    audio_features,
+    projections,
+    visual_features,
+)
 from syncnet.media import SAMPLES_PER_FRAME
 from syncnet.scoring import OFFSETS, Calibration
-from syncnet.card import CARD_PATH as CARD_CONFIG
 from tests.paths import CLIPS
 
 FRAMES = 150
@@ -33,9 +43,20 @@ def talking(seed: int = 0, frames: int = FRAMES) -> tuple[np.ndarray, np.ndarray
     return lips.astype(np.float32), audio.astype(np.float32)
 
 
-def run(lips: np.ndarray, audio: np.ndarray):
+def blendshapes_of(lips: np.ndarray, seed: int = 0) -> np.ndarray:
+    """Synthetic (T, 52) blendshape scores: jawOpen follows the mouth opening, the rest small noise."""
+    rng = np.random.default_rng(seed)
+    scores = 0.02 * rng.random((len(lips), NUM_BLENDSHAPES))
+    scores[:, 25] += 5.0 * lips[:, 0]  # jawOpen
+    return scores.astype(np.float32)
+
+
+def run(lips: np.ndarray, audio: np.ndarray, blendshapes: np.ndarray | None = None):
     crops = np.zeros((len(lips), 224, 224, 3), np.uint8)
-    return LandmarkEngine().run(EngineInput(crops, audio, np.zeros((13, 4 * len(lips))), lips))
+    inputs = EngineInput(crops, audio, np.zeros((13, 4 * len(lips))), lips)
+    if blendshapes is not None:  # the optional EngineInput.blendshapes field (T, 52)
+        inputs.blendshapes = blendshapes
+    return LandmarkEngine().run(inputs)
 
 
 def test_output_shapes():
@@ -62,6 +83,30 @@ def test_sign_convention_on_synthetic_shift(shift):
     shifted = run(lips, shift_audio(audio, shift)).offset_frames
     assert np.sign(shifted - base) == np.sign(shift)
     assert abs(shifted - base - shift) <= 1
+
+
+@pytest.mark.parametrize("shift", [-6, 4])
+def test_blendshapes_are_used_when_given(shift):
+    lips, audio = talking(seed=6)
+    shapes = blendshapes_of(lips)
+    base = run(lips, audio, shapes)
+    shifted = run(lips, shift_audio(audio, shift), shapes)
+    assert abs(shifted.offset_frames - base.offset_frames - shift) <= 1
+    assert not np.allclose(base.dists, run(lips, audio).dists)  # another projection: other distances
+
+
+def test_projections_fit_the_features():
+    lips, audio = talking()
+    weights = np.ones(len(lips))
+    audio_dims = audio_features(audio.astype(np.float64), len(lips), weights).shape[1]
+    for shapes in (None, blendshapes_of(lips)):
+        projection = projections()["lips" if shapes is None else "lips+blendshapes"]
+        assert projection.visual.shape[0] == visual_features(lips.astype(np.float64), shapes).shape[1]
+        assert projection.audio.shape[0] == audio_dims
+        assert projection.visual.shape[1] == projection.audio.shape[1] == len(projection.weights)
+        assert (projection.weights > 0).all()
+    assert visual_features(lips.astype(np.float64), blendshapes_of(lips)).shape[1] == 2 * (
+        NUM_LIP_FEATURES + len(MOUTH_BLENDSHAPES))
 
 
 def test_shift_recovered_under_noise():
@@ -110,6 +155,27 @@ def test_bad_input_is_refused_clearly(lips, audio, message):
         LandmarkEngine().window_dists(lips, audio)
 
 
+@pytest.mark.parametrize(
+    ("shapes", "message"),
+    [
+        (np.zeros((50, 10)), "blendshapes must be"),
+        (np.zeros((49, NUM_BLENDSHAPES)), "one row per lip-shape frame"),
+        (np.full((50, NUM_BLENDSHAPES), np.nan), "blendshape column has no finite value"),
+    ],
+)
+def test_bad_blendshapes_are_refused_clearly(shapes, message):
+    lips, audio = talking(frames=50)
+    with pytest.raises(LandmarkInputError, match=message):
+        LandmarkEngine().window_dists(lips, audio, shapes)
+
+
+def test_gaps_in_blendshapes_are_filled():
+    lips, audio = talking()
+    shapes = blendshapes_of(lips)
+    shapes[20:25, 25] = np.nan
+    assert np.isfinite(run(lips, audio, shapes).dists).all()
+
+
 def test_registry_loads_the_engine_with_the_cards_calibration():
     engines, skipped = load_engines(["landmarks"])
     assert [e.name for e in engines] == ["landmarks"] and skipped == []
@@ -145,3 +211,15 @@ def test_known_shift_recovered_on_real_clip(real_clip, shift):
     assert abs(base.offset_frames) <= 3  # a VoxCeleb2 clip: near sync
     assert abs(shifted.offset_frames - base.offset_frames - shift) <= 1
     assert base.confidence > 0.1
+
+
+def test_short_excerpts_with_real_shifted_audio(real_clip):
+    """2 s excerpts (video [a, a+50), audio [a+s, a+s+50) of the same recording) find the shift within +-1."""
+    lips, audio = real_clip
+    reference = run(lips, audio).offset_frames
+    hits = []
+    for start in range(10, len(lips) - 60, 10):
+        for shift in (-8, -3, 2, 7):
+            piece = audio[(start + shift) * SAMPLES_PER_FRAME : (start + shift + 50) * SAMPLES_PER_FRAME]
+            hits.append(abs(run(lips[start : start + 50], piece).offset_frames - reference - shift) <= 1)
+    assert len(hits) >= 20 and np.mean(hits) >= 0.9
