@@ -5,7 +5,8 @@ project decodes straight to arrays. For every clip of the folder, the chosen eng
 
 - full-frame protocol (Wav2Lip's LRS script): the frames as decoded (``none``); after the in-memory round trip
   ``syncnet.protocols.JpegRoundTrip`` (``jpeg``); and, for 25 fps files, the original's own input (``files``):
-  ``ffmpeg -i CLIP -threads 1 -f image2 %06d.jpg`` read back with ``cv2.imread``;
+  ``ffmpeg -i CLIP -threads 1 -f image2 %06d.jpg`` read back with ``cv2.imread``, and the frames decoded with
+  libswscale's exact YUV -> RGB conversion, as they are (``exact``) and after the round trip (``exact+jpeg``);
 - track protocol (syncnet_python): the face crops as cut (``none``) and after the round trip (``jpeg``: the last of
   the original's lossy steps, the crop video's frames written with image2 defaults; its earlier ``-qscale:v 2``
   frames and XVID crop video are not emulated).
@@ -14,7 +15,8 @@ The same audio (this project's decoder) goes with every variant, so only the fra
 (MediaPipe runs once per clip). Weights: ``SYNCNET_WEIGHTS`` if set, else the test fixture's synthetic weights
 (same layout; a random network of the same architecture, so the numbers measure sensitivity, not real LSE values).
 
-    python -m benchmarks.jpeg_roundtrip [--clips ../shared/clips] [--cache DIR] [--engine syncnet] [--out FILE]
+    python -m benchmarks.jpeg_roundtrip [--clips ../shared/clips] [--match GLOB]... [--cache DIR] [--engine syncnet]
+                                        [--out FILE]
 """
 from __future__ import annotations
 
@@ -242,8 +244,11 @@ def main() -> None:
     for path in paths:
         fps = manifest.get(path.name, {}).get("fps")
         try:
-            scores += score_clip(path, engine, args.cache, float(fps) if fps else None)
-            log.info("%s done", path.name)
+            clip_scores = score_clip(path, engine, args.cache, float(fps) if fps else None)
+            for s in clip_scores:
+                log.info("%s %s %s: offset %+d, LSE-C %.4f, LSE-D %.4f", s.clip, s.protocol, s.variant, s.offset,
+                         s.confidence, s.min_dist)
+            scores += clip_scores
         except SyncNetError as error:
             failures.append(f"{path.name}: {error}")
     header = [

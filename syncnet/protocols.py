@@ -11,7 +11,9 @@ Both original pipelines score frames that ffmpeg wrote as JPEG files with the im
 encoder runs its rate control at the default 200 kb/s (quantiser 2..31, chosen per frame), which for a 224x224 face
 video means heavy quantisation. ``JpegRoundTrip`` does the same in memory: the same encoder (ffmpeg's, through PyAV)
 with the same settings, decoded by ``cv2.imdecode``; on the same RGB frames it gives the pixels of the files exactly
-(tests/test_protocols.py). What it changes in LSE-C / LSE-D is measured by ``benchmarks/jpeg_roundtrip.py``.
+(tests/test_protocols.py). It reproduces the original's input only from frames decoded with an exact YUV -> RGB
+conversion, which ``syncnet.media`` does not do (its fast conversion is about 1.4 levels darker in luma);
+``benchmarks/jpeg_roundtrip.py`` measures both effects on LSE-C / LSE-D.
 
 Frame rate: Wav2Lip's LRS script takes the file's frames as they are (image2 keeps the file's own rate) and pairs
 frame i with audio samples 640*i..640*(i+1), i.e. it assumes 25 fps. This project resamples every file to 25 fps

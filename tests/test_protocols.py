@@ -154,3 +154,21 @@ def test_cli_detect_refuses_an_unknown_crop_protocol(capsys):
         cli.main(["detect", str(GRID_CLIP), "--crop", "mouth"])
     assert stopped.value.code == cli.EXIT_BAD_INPUT
     assert "invalid choice: 'mouth'" in capsys.readouterr().err
+
+
+def test_app_passes_the_crop_protocol_on(monkeypatch):
+    import gradio as gr
+
+    import app
+    from syncnet import pipeline
+
+    seen = {}
+
+    def fake_analyze_file(path, engines, progress=None, **options):
+        seen.update(options)
+        raise pipeline.BadArgument("stop here")
+
+    monkeypatch.setattr(pipeline, "analyze_file", fake_analyze_file)
+    with pytest.raises(gr.Error, match="stop here"):
+        app.detect(str(GRID_CLIP), ["landmarks"], "full-frame", progress=lambda *a, **k: None)
+    assert seen["crop"] == "full-frame"
