@@ -173,3 +173,14 @@ def test_windows_and_drift_from_the_distance_rows():
     assert [(d.engine, d.windows) for d in drift] == [("landmarks", 4)]
     assert drift[0].ms_per_minute == pytest.approx(64.0)
     assert drift_ms_per_minute([0, 60, 120], [10, 20, 30]) == pytest.approx(10.0)
+
+
+def test_cli_window_and_max_duration_are_checked():
+    def detect(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "syncnet", "detect", str(CLIPS / "pcavs_posesrc_00067.mp4"),
+                               *args], capture_output=True, text=True, cwd=ROOT, timeout=300)
+
+    short = detect("--window", "0.5")
+    assert short.returncode == 2 and short.stderr.strip() == "syncnet: error: --window must be at least 1 s"
+    long = detect("--max-duration", "2")
+    assert long.returncode == 2 and "video too long: 4.6 s (limit 2 s)" in long.stderr
