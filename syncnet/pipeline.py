@@ -114,7 +114,10 @@ def analyze_file(
     limits = {k: v for k, v in (("max_duration_s", max_duration_s), ("max_bytes", max_bytes)) if v is not None}
     stream = open_media(path, **limits)
     expected = stream.info.duration_s * FPS if stream.info.duration_s else None
-    return _analyze(stream, stream.info.path, engine_names, progress, expected, crop=crop, window_s=window_s)
+    try:
+        return _analyze(stream, stream.info.path, engine_names, progress, expected, crop=crop, window_s=window_s)
+    finally:
+        stream.close()  # the file is closed at once, also when the analysis stopped early
 
 
 def analyze_media(
