@@ -14,9 +14,10 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Sequence, TypeVar
+from typing import TypeVar
 
 import numpy as np
 
@@ -114,7 +115,10 @@ def analyze_file(
     limits = {k: v for k, v in (("max_duration_s", max_duration_s), ("max_bytes", max_bytes)) if v is not None}
     stream = open_media(path, **limits)
     expected = stream.info.duration_s * FPS if stream.info.duration_s else None
-    return _analyze(stream, stream.info.path, engine_names, progress, expected, crop=crop, window_s=window_s)
+    try:
+        return _analyze(stream, stream.info.path, engine_names, progress, expected, crop=crop, window_s=window_s)
+    finally:
+        stream.close()  # the file is closed at once, also when the analysis stopped early
 
 
 def analyze_media(
