@@ -210,8 +210,8 @@ def score(
     finally:
         scoring.close()
         results.close()
-    curation = None
-    if min_confidence is not None or max_offset is not None or fix_dir is not None:
+    curation = None  # (not after Ctrl-C: the run stops at once; the same command again goes on and curates)
+    if not interrupted and (min_confidence is not None or max_offset is not None or fix_dir is not None):
         curation = curate(results.rows, settings.engines, min_confidence, max_offset,
                           passed_list or _beside(out, ".passed.txt"), fix_dir)
     summary = summarize(results.rows, out=os.fspath(out), skipped=len(paths) - len(todo), run=finished,

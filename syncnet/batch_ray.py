@@ -6,13 +6,19 @@ readable where the actors run (a shared file system on a cluster); the results f
 """
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 from collections.abc import Iterator, Sequence
 
 from syncnet.batch_workers import MAX_ATTEMPTS, WORKER_DIED, Scored, Settings, error_row, prepare_worker, score_video
 from syncnet.errors import BadArgument
 
 log = logging.getLogger(__name__)
+
+# Ray starts its workers at niceness 15, below everything else on the machine; a local instance started here runs
+# them at 0, as the local backend's processes run (a cluster's own setting is left alone).
+RAY_WORKER_NICENESS = "RAY_worker_niceness"
 
 
 class Scorer:
@@ -37,10 +43,11 @@ def run_on_ray(
     ray = _import_ray()
     started_here = not ray.is_initialized()
     if started_here:
+        verbose = log.isEnabledFor(logging.INFO)  # the CLI's --verbose: the actors' logs come here too
         try:
-            verbose = log.isEnabledFor(logging.INFO)  # the CLI's --verbose: the actors' logs come here too
-            ray.init(address=address, include_dashboard=False, log_to_driver=verbose,
-                     logging_level=logging.WARNING if verbose else logging.ERROR)
+            with _environment(RAY_WORKER_NICENESS, "0"):
+                ray.init(address=address, include_dashboard=False, log_to_driver=verbose,
+                         logging_level=logging.WARNING if verbose else logging.ERROR)
         except ConnectionError as error:
             raise BadArgument(f"cannot connect to the Ray cluster at {address}: {error}") from None
     try:
@@ -88,6 +95,19 @@ def _score(ray, actors: list, paths: Sequence[str], settings: Settings, new_acto
     finally:
         for actor in idle + [actor for _, actor in running.values()]:
             ray.kill(actor)
+
+
+@contextlib.contextmanager
+def _environment(name: str, value: str):
+    """``name=value`` in the environment while Ray starts its processes (unless the user set it), then as it was."""
+    if name in os.environ:
+        yield
+        return
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        del os.environ[name]
 
 
 def _import_ray():

@@ -8,6 +8,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
+import sys
 import traceback
 from collections.abc import Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -92,17 +93,20 @@ def score_video(path: str, settings: Settings) -> Scored:
 
 
 def prepare_worker(settings: Settings, threads: int | None) -> None:
-    """Set up a worker: its share of the cores, Ctrl-C left to the parent, the engines loaded once."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    if threads:
-        import cv2
-        import torch
+    """Set up a worker: Ctrl-C left to the parent, the engines loaded once, its share of the cores.
 
-        torch.set_num_threads(threads)
-        cv2.setNumThreads(threads)
+    The thread counts are set in the libraries the engines loaded (torch only for syncnet and fcn): importing torch
+    for nothing would cost every worker seconds and hundreds of MB.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     from syncnet.api import load_engines
 
     load_engines(settings.engines)
+    if threads:
+        if "torch" in sys.modules:
+            sys.modules["torch"].set_num_threads(threads)
+        if "cv2" in sys.modules:
+            sys.modules["cv2"].setNumThreads(threads)
 
 
 def threads_per_worker(workers: int) -> int:

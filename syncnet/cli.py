@@ -232,13 +232,17 @@ def score(args: argparse.Namespace) -> int:
 
     from syncnet.batch import score as score_videos
 
-    with _BatchBar() as bar, logging_redirect_tqdm():
-        summary = score_videos(
-            args.inputs, args.out, args.engine, crop=args.crop, workers=args.workers, threads=args.threads,
-            backend=args.backend, ray_address=args.ray_address, overwrite=args.overwrite,
-            min_confidence=args.min_confidence, max_offset=args.max_offset, passed_list=args.passed,
-            fix_dir=args.fix_dir, summary_path=args.summary, progress=bar.update,
-        )
+    try:
+        with _BatchBar() as bar, logging_redirect_tqdm():
+            summary = score_videos(
+                args.inputs, args.out, args.engine, crop=args.crop, workers=args.workers, threads=args.threads,
+                backend=args.backend, ray_address=args.ray_address, overwrite=args.overwrite,
+                min_confidence=args.min_confidence, max_offset=args.max_offset, passed_list=args.passed,
+                fix_dir=args.fix_dir, summary_path=args.summary, progress=bar.update,
+            )
+    except KeyboardInterrupt:  # before scoring began or while curating: nothing half-written to lose
+        print("syncnet: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
     print("\n".join(f"syncnet: {line}" for line in summary.lines()), file=sys.stderr)
     return EXIT_INTERRUPTED if summary.interrupted else EXIT_OK
 
