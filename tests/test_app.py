@@ -21,7 +21,6 @@ from syncnet.media import load_media
 from tests.app_server import running_app
 from tests.hls_server import TestServer, make_hls
 from tests.paths import CLIPS
-from tests.synthetic_weights import write_weights
 
 pytestmark = pytest.mark.slow
 
@@ -30,15 +29,9 @@ EARLY = Path(__file__).resolve().parents[1] / "examples" / "pcavs_posesrc_00067_
 
 
 @pytest.fixture(scope="module")
-def weights(tmp_path_factory):
-    """The synthetic SyncNet weights file, so that all three engines run (the real one is not available here)."""
-    return write_weights(tmp_path_factory.mktemp("weights") / "syncnet_v2.model")
-
-
-@pytest.fixture(scope="module")
-def client(weights):
+def client(synthetic_weights):
     with pytest.MonkeyPatch.context() as env:
-        env.setenv("SYNCNET_WEIGHTS", str(weights))
+        env.setenv("SYNCNET_WEIGHTS", str(synthetic_weights))
         with running_app() as url:
             yield Client(url, verbose=False)
 

@@ -20,7 +20,6 @@ import pytest
 
 from tests.media_tools import ffmpeg
 from tests.paths import CLIPS
-from tests.synthetic_weights import write_weights
 
 pytestmark = pytest.mark.slow
 
@@ -114,11 +113,6 @@ def corpus(tmp_path_factory) -> dict[str, Path]:
     return make_corpus(tmp_path_factory.mktemp("corpus"))
 
 
-@pytest.fixture(scope="module")
-def weights(tmp_path_factory) -> Path:
-    return write_weights(tmp_path_factory.mktemp("weights") / "syncnet_v2.model")
-
-
 def check_outcome(case: Case, outcome: dict | None, message: str | None, base: dict | None) -> None:
     """`outcome` is the report (a result) or None with `message` (a specific one-line reason)."""
     import re
@@ -169,15 +163,15 @@ def run_cli(path: Path, weights: Path, tmp: Path) -> tuple[dict | None, str | No
 
 
 @pytest.fixture(scope="module")
-def cli_base(corpus, weights, tmp_path_factory):
-    outcome, message = run_cli(corpus["base.mp4"], weights, tmp_path_factory.mktemp("cli") / "tmp")
+def cli_base(corpus, synthetic_weights, tmp_path_factory):
+    outcome, message = run_cli(corpus["base.mp4"], synthetic_weights, tmp_path_factory.mktemp("cli") / "tmp")
     assert outcome is not None, message
     return outcome
 
 
 @pytest.mark.parametrize("case", CLI_CASES, ids=[c.name for c in CLI_CASES])
-def test_cli(case, corpus, weights, cli_base, tmp_path):
-    outcome, message = run_cli(corpus[case.name], weights, tmp_path / "tmp")
+def test_cli(case, corpus, synthetic_weights, cli_base, tmp_path):
+    outcome, message = run_cli(corpus[case.name], synthetic_weights, tmp_path / "tmp")
     check_outcome(case, outcome, message, cli_base)
 
 
@@ -190,13 +184,13 @@ def app_temp(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def app_client(weights, app_temp, tmp_path_factory):
+def app_client(synthetic_weights, app_temp, tmp_path_factory):
     from gradio_client import Client
 
     from tests.app_server import running_app
 
     with pytest.MonkeyPatch.context() as env:
-        env.setenv("SYNCNET_WEIGHTS", str(weights))
+        env.setenv("SYNCNET_WEIGHTS", str(synthetic_weights))
         env.setenv("GRADIO_TEMP_DIR", str(tmp_path_factory.mktemp("gradio-cache")))
         env.delenv("SYNCNET_ALLOW_PRIVATE_HOSTS", raising=False)
         env.setattr(tempfile, "tempdir", str(app_temp))

@@ -11,7 +11,6 @@ from syncnet.errors import EngineInputError
 from syncnet.faces import crop_faces, track_face
 from syncnet.media import load_media
 from syncnet.model import check_inputs
-from syncnet.plots import sample_frames
 from syncnet.protocols import JpegRoundTrip, frame_rate_warning, full_frame_crops
 from tests.media_tools import ffmpeg
 from tests.paths import CLIPS

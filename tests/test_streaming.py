@@ -16,7 +16,6 @@ from syncnet.report import drift_ms_per_minute
 from syncnet.scoring import OFFSETS, Calibration
 from tests.media_tools import ffmpeg
 from tests.paths import CLIPS
-from tests.synthetic_weights import write_weights
 
 SHOTS = [  # (clip, seconds used, audio shift in frames: + = audio early)
     ("syncnet_example.avi", 6.0, 3),
@@ -68,9 +67,9 @@ def test_every_shot_gets_its_own_offset(tmp_path):
 
 
 @pytest.mark.slow
-def test_long_track_scored_in_pieces_matches_one_pass(tmp_path, monkeypatch):
+def test_long_track_scored_in_pieces_matches_one_pass(monkeypatch, synthetic_weights):
     """Pieces with context give the very distance rows of one pass over the whole track (fcn, synthetic weights)."""
-    monkeypatch.setenv("SYNCNET_WEIGHTS", str(write_weights(tmp_path / "syncnet_v2.model")))
+    monkeypatch.setenv("SYNCNET_WEIGHTS", str(synthetic_weights))
     monkeypatch.setattr(faces, "PIECE_FRAMES", 100)  # syncnet_example's 317 frames: 4 pieces
     media = load_media(CLIPS / "syncnet_example.avi")
     with faces.FaceTracker(crops=True) as tracker:
@@ -135,9 +134,9 @@ def test_memory_does_not_grow_with_length(tmp_path):
 
 
 @pytest.mark.slow
-def test_full_frame_protocol_feeds_whole_frames_to_the_crop_engines(tmp_path, monkeypatch):
+def test_full_frame_protocol_feeds_whole_frames_to_the_crop_engines(tmp_path, monkeypatch, synthetic_weights):
     """crop="full-frame": fcn scores the resized whole frames, landmarks still the face track; the JSON says so."""
-    monkeypatch.setenv("SYNCNET_WEIGHTS", str(write_weights(tmp_path / "syncnet_v2.model")))
+    monkeypatch.setenv("SYNCNET_WEIGHTS", str(synthetic_weights))
     pipeline.unload_engines()
     clip = CLIPS / "pcavs_posesrc_00067.mp4"
     try:
