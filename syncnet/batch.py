@@ -29,6 +29,7 @@ from syncnet.batch_workers import Scored, Settings, run_in_pool, run_in_process
 from syncnet.constants import CROP_PROTOCOLS
 from syncnet.errors import BadArgument, SyncNetError
 from syncnet.report import FIX_PREFERENCE
+from syncnet.verdict import Tolerance, parse_tolerance
 
 log = logging.getLogger(__name__)
 
@@ -156,6 +157,7 @@ def score(
     engines: str | Sequence[str] | None = None,
     *,
     crop: str = "track",
+    tolerance: str | Tolerance | None = None,
     workers: int | None = None,
     threads: int | None = None,
     backend: str = "local",
@@ -182,7 +184,7 @@ def score(
     _check_arguments(crop, workers, threads, backend, ray_address, min_confidence, max_offset)
     from syncnet.pipeline import resolve_engines  # (imports the pipeline; kept out of `import syncnet.batch`)
 
-    settings = Settings(tuple(resolve_engines(engines)), crop, max_duration_s, max_bytes)
+    settings = Settings(tuple(resolve_engines(engines)), crop, parse_tolerance(tolerance), max_duration_s, max_bytes)
     exclude = [fix_dir] if fix_dir is not None else []
     paths = expand_inputs(inputs, exclude=exclude)
     started = time.perf_counter()

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from syncnet.errors import SyncNetError
+from syncnet.verdict import DEFAULT_TOLERANCE, Tolerance
 
 INTERNAL_ERROR = "internal error (a bug, logged with its details): {kind}"
 WORKER_DIED = "the worker process died while scoring this video (crash or out of memory)"
@@ -26,10 +27,11 @@ TASKS_PER_WORKER = 2  # videos handed to each worker ahead, so that none waits f
 
 @dataclass(frozen=True)
 class Settings:
-    """What every worker needs to score a video: engines, the crop protocol and the input limits."""
+    """What every worker needs to score a video: engines, the crop protocol, the tolerance and the input limits."""
 
     engines: tuple[str, ...] | None = None  # None: all engines
     crop: str = "track"
+    tolerance: Tolerance = DEFAULT_TOLERANCE  # what counts as in sync for the verdict column
     max_duration_s: float | None = None
     max_bytes: int | None = None
 
@@ -77,7 +79,8 @@ def score_video(path: str, settings: Settings) -> Scored:
 
     try:
         report = analyze(
-            path, settings.engines, crop=settings.crop, max_duration_s=settings.max_duration_s,
+            path, settings.engines, crop=settings.crop, tolerance=settings.tolerance,
+            max_duration_s=settings.max_duration_s,
             max_bytes=settings.max_bytes,
         ).to_dict()
     except (SyncNetError, OSError) as error:  # bad input: missing, unreadable, no face, silent...

@@ -235,7 +235,8 @@ def score(args: argparse.Namespace) -> int:
     try:
         with _BatchBar() as bar, logging_redirect_tqdm():
             summary = score_videos(
-                args.inputs, args.out, args.engine, crop=args.crop, workers=args.workers, threads=args.threads,
+                args.inputs, args.out, args.engine, crop=args.crop, tolerance=args.tolerance, workers=args.workers,
+                threads=args.threads,
                 backend=args.backend, ray_address=args.ray_address, overwrite=args.overwrite,
                 min_confidence=args.min_confidence, max_offset=args.max_offset, passed_list=args.passed,
                 fix_dir=args.fix_dir, summary_path=args.summary, progress=bar.update,
