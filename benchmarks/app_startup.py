@@ -76,7 +76,7 @@ def main() -> None:
     mode = "download attempted (no network)" if args.network_attempt else "HF_HUB_OFFLINE=1"
     machine = f"{platform.node()}, {os.cpu_count()} CPUs, {platform.processor() or platform.machine()}"
     print(f"# app start-up, offline, {mode} ({machine})")
-    print(f"# command: {' '.join(sys.argv)}; date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC")
+    print(f"# command: {' '.join(sys.argv)}; date: {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC")
     print(f"# clip for /detect: {args.clip.name}")
     print("| run | start-up to first page (s) | first /detect (s) |")
     print("| --- | --- | --- |")

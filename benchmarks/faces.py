@@ -82,7 +82,7 @@ def main() -> None:
     header = [
         "# Face stage speed",
         "",
-        f"- date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC}",
+        f"- date: {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M UTC}",
         f"- machine: {machine()}",
         f"- command: `python benchmarks/faces.py --repeats {args.repeats}`",
         "- ms per 25 fps frame, best of the repeats; 'face stage' = track_face + crop_faces + mouth_crops + lip_shapes;"
@@ -98,11 +98,11 @@ def main() -> None:
         if not path.exists():
             print(f"skipping {name}: not found in {args.clips}", file=sys.stderr)
             continue
-        (decode_s,), (media,) = best_of(args.repeats, lambda: load_media(path))
+        (decode_s,), (media,) = best_of(args.repeats, lambda path=path: load_media(path))
         n = len(media.frames)
         height, width = media.frames.shape[1:3]
         (landmark_s, stage_s), (num_faces, _) = best_of(
-            args.repeats, lambda: landmarker_only(media.frames), lambda: face_stage(media)
+            args.repeats, lambda media=media: landmarker_only(media.frames), lambda media=media: face_stage(media)
         )
         rows.append(
             f"| {name} ({what}) | {n} ({width}x{height}) | {num_faces} | {1000 * decode_s / n:.1f} |"

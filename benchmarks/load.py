@@ -97,7 +97,8 @@ def machine() -> str:
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
     mem = next(int(line.split()[1]) for line in open("/proc/meminfo") if line.startswith("MemTotal:")) / 2**20
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
-    return f"{cpu}, {os.cpu_count()} cores, {mem:.0f} GiB RAM, {platform.system()} {platform.release()}; load average at start {load}"
+    system = f"{platform.system()} {platform.release()}"
+    return f"{cpu}, {os.cpu_count()} cores, {mem:.0f} GiB RAM, {system}; load average at start {load}"
 
 
 def main() -> None:
@@ -133,7 +134,7 @@ def main() -> None:
         "" if args.append else "# Load: concurrent /detect users on one app\n",
         f"## {', '.join(engines)}" + (f" (SYNCNET_WEIGHTS={Path(weights).name})" if weights else ""),
         "",
-        f"- Date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC",
+        f"- Date: {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC",
         f"- Machine: {header}",
         f"- Command: `python benchmarks/load.py {' '.join(sys.argv[1:])}`".replace("load.py `", "load.py`"),
         f"- Clip: `{args.clip.name}`; engines that ran: {', '.join(engines)}; app limits: "

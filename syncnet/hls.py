@@ -18,8 +18,8 @@ import math
 import re
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Iterator
 from urllib.parse import urljoin, urlsplit
 
 from . import netguard

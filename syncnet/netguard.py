@@ -96,7 +96,8 @@ def check_url(url: str, *, allow_private: bool = False) -> CheckedURL:
         raise NetGuardError(f"invalid URL {_short(url)}: {e}") from e
     scheme = parsed.scheme.lower()
     if scheme not in SCHEMES:
-        raise NetGuardError(f"URL scheme {scheme + ':' if scheme else '(none)'} refused: only http and https are allowed")
+        shown = scheme + ":" if scheme else "(none)"
+        raise NetGuardError(f"URL scheme {shown} refused: only http and https are allowed")
     host = parsed.raw_host.decode("ascii")  # IDNA-encoded; IPv6 without brackets
     if not host:
         raise NetGuardError(f"URL has no host: {_short(url)}")
@@ -193,7 +194,9 @@ class Fetcher:
                 if response.status_code in REDIRECT_CODES:
                     location = response.headers.get("location")
                     if not location:
-                        raise NetGuardError(f"HTTP {response.status_code} redirect without a Location from {_short(target.url)}")
+                        raise NetGuardError(
+                            f"HTTP {response.status_code} redirect without a Location from {_short(target.url)}"
+                        )
                     return response.status_code, location, b"", ""
                 if not 200 <= response.status_code < 300:
                     return response.status_code, None, b"", ""

@@ -1,7 +1,8 @@
 """Pictures of a report: distance against offset, confidence over time, and the crops the engines saw."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg

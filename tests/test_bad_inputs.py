@@ -62,7 +62,8 @@ CASES = [
     Case("huge_resolution.mp4", ["-i", "{base}", "-t", "1.6", "-vf", "scale=7680:4320", *ENC, "-c:a", "aac"],
          r"too short|face", also_result=True),
     Case("too_long.mp4", ["-f", "lavfi", "-i", "testsrc=s=64x48:r=10:d=75", "-f", "lavfi", "-i",
-                          "sine=sample_rate=8000:duration=75", *ENC, "-c:a", "aac", "-b:a", "16k"], r"video too long: 75"),
+                          "sine=sample_rate=8000:duration=75", *ENC, "-c:a", "aac", "-b:a", "16k"],
+         r"video too long: 75"),
     # the fps filter, not the output option -r, which here shows each picture ~3 frames late at 12 fps
     Case("fps_12.mp4", ["-i", "{base}", "-vf", "fps=12", *ENC, "-c:a", "copy"], "same"),
     Case("fps_29.97.mp4", ["-i", "{base}", "-vf", "fps=30000/1001", *ENC, "-c:a", "copy"], "same"),

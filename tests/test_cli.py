@@ -89,7 +89,8 @@ def test_detect_json_lists_engines_that_cannot_run(tmp_path):
 def audio_early(src: Path, dst: Path, ms: int) -> Path:
     """A copy of ``src`` whose audio leads the lips by ``ms``: the first ``ms`` of sound cut, the video kept."""
     ffmpeg("-i", str(src), "-map", "0:v", "-map", "0:a", "-c:v", "copy",
-           "-af", f"atrim=start={ms / 1000},asetpts=PTS-STARTPTS,apad", "-shortest", "-c:a", "aac", str(dst), timeout=60)
+           "-af", f"atrim=start={ms / 1000},asetpts=PTS-STARTPTS,apad", "-shortest", "-c:a", "aac", str(dst),
+           timeout=60)
     return dst
 
 

@@ -11,7 +11,6 @@ from syncnet.media import SAMPLES_PER_FRAME, load_media
 from tests.paths import CLIPS
 
 
-
 @pytest.fixture(scope="module")
 def example():
     return load_media(CLIPS / "syncnet_example.avi")

@@ -54,7 +54,8 @@ def best_position(reference: np.ndarray, signal: np.ndarray, around: int, search
 def motion(frames: np.ndarray) -> np.ndarray:
     """Mean absolute change of a coarse (4x4 blocks) picture from frame to frame."""
     t, h, w, _ = frames.shape
-    coarse = frames[:, : h // 4 * 4, : w // 4 * 4].astype(np.float32).reshape(t, 4, h // 4, 4, w // 4, 3).mean(axis=(2, 4, 5))
+    cropped = frames[:, : h // 4 * 4, : w // 4 * 4].astype(np.float32)
+    coarse = cropped.reshape(t, 4, h // 4, 4, w // 4, 3).mean(axis=(2, 4, 5))
     return np.abs(np.diff(coarse, axis=0)).mean(axis=(1, 2))
 
 
@@ -173,7 +174,8 @@ def test_keys_and_init_sections_are_checked(server):
 
 def test_loopback_refused_unless_allowed(server, monkeypatch):
     url = server.url("/vod/index.m3u8")
-    refused(url, r"refused to contact loopback address 127\.0\.0\.1 \(set SYNCNET_ALLOW_PRIVATE_HOSTS=1", allow_private=False)
+    refused(url, r"refused to contact loopback address 127\.0\.0\.1 \(set SYNCNET_ALLOW_PRIVATE_HOSTS=1",
+            allow_private=False)
     refused(url.replace("127.0.0.1", "[::ffff:127.0.0.1]"), "loopback", allow_private=False)
     refused(url.replace("127.0.0.1", "2130706433"), "loopback", allow_private=False)
     assert server.requests == []
@@ -195,10 +197,13 @@ def public_server(server, monkeypatch):
                                     "http://0x7f000002:{port}/vod/seg000.ts"])
 def test_private_segments_and_redirects_refused(public_server, target):
     target = target.format(port=public_server.port)
-    public_server.add_bytes("/direct.m3u8", f"#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:2.0,\n{target}\n#EXT-X-ENDLIST\n")
+    playlist = f"#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:2.0,\n{target}\n#EXT-X-ENDLIST\n"
+    public_server.add_bytes("/direct.m3u8", playlist)
     refused(public_server.url("/direct.m3u8"), "segment 0: refused to contact", allow_private=False)
     public_server.add_redirect("/redirect/seg.ts", target)
-    public_server.add_bytes("/redir.m3u8", "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:2.0,\n/redirect/seg.ts\n#EXT-X-ENDLIST\n")
+    public_server.add_bytes(
+        "/redir.m3u8", "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:2.0,\n/redirect/seg.ts\n#EXT-X-ENDLIST\n"
+    )
     refused(public_server.url("/redir.m3u8"), "segment 0: refused to contact", allow_private=False)
     public_server.add_redirect("/redirect/playlist.m3u8", target)
     refused(public_server.url("/redirect/playlist.m3u8"), "playlist: refused to contact", allow_private=False)
