@@ -169,5 +169,5 @@ def test_app_passes_the_crop_protocol_on(monkeypatch):
 
     monkeypatch.setattr(pipeline, "analyze_file", fake_analyze_file)
     with pytest.raises(gr.Error, match="stop here"):
-        app.detect(str(GRID_CLIP), ["landmarks"], "full-frame", progress=lambda *a, **k: None)
+        app.detect(str(GRID_CLIP), ["landmarks"], crop="full-frame", progress=lambda *a, **k: None)
     assert seen["crop"] == "full-frame"
