@@ -220,6 +220,7 @@ def test_curation_lists_passing_videos_by_the_most_trusted_engine(tmp_path):
 
 # ---- scoring real clips (landmarks) -------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_score_gives_a_row_per_video_and_engine_and_error_rows(tmp_path, landmarks_only, broken):
     out = tmp_path / "results.csv"
     listed = tmp_path / "list.txt"
@@ -256,6 +257,7 @@ def test_score_gives_a_row_per_video_and_engine_and_error_rows(tmp_path, landmar
     assert fresh.run == 1 and [r["path"] for r in read_rows(out)] == [str(CLIP)]
 
 
+@pytest.mark.slow
 def test_a_bug_becomes_an_internal_error_row_and_the_batch_goes_on(tmp_path, landmarks_only, monkeypatch, caplog):
     real = syncnet.api.analyze
 
@@ -307,6 +309,7 @@ def test_curation_writes_the_list_and_corrected_copies(tmp_path, landmarks_only)
         (["score", "no/such/folder", "--out", "r.csv"], ["no/such/folder"]),
     ],
 )
+@pytest.mark.slow
 def test_bad_arguments_exit_2_with_one_line(tmp_path, args, words):
     done = run_cli(*[str(tmp_path / a) if a.startswith("r.") else a for a in args])
     assert done.returncode == 2, done.stderr
@@ -407,6 +410,7 @@ def test_syncnet_engines_with_synthetic_weights(tmp_path, monkeypatch):
     assert list(summary.engines) == ["fcn", "landmarks"]
 
 
+@pytest.mark.slow
 def test_engines_that_cannot_run_are_reported_once_and_no_engine_is_an_error_row(tmp_path, monkeypatch):
     monkeypatch.setenv("SYNCNET_WEIGHTS", str(tmp_path / "missing.model"))
     pipeline.unload_engines()
@@ -425,6 +429,7 @@ def test_engines_that_cannot_run_are_reported_once_and_no_engine_is_an_error_row
 
 # ---- the app ------------------------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_the_app_batch_tab_gives_the_table_summary_and_csv(landmarks_only, broken):
     import app
 

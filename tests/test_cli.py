@@ -52,19 +52,23 @@ def assert_bad_input(done: subprocess.CompletedProcess, *words: str) -> None:
         (["stream", "http://example.com/a.m3u8", "--window", "0"], ["--window"]),
     ],
 )
+@pytest.mark.slow
 def test_bad_arguments_exit_2_with_one_line(args, words):
     assert_bad_input(run_cli(*args), *words)
 
 
+@pytest.mark.slow
 def test_missing_file_exits_2_with_its_name(tmp_path):
     # (the corpus of broken files, through the CLI and the API, is in test_bad_inputs.py)
     assert_bad_input(run_cli("detect", str(tmp_path / "missing.mp4")), "missing.mp4")
 
 
+@pytest.mark.slow
 def test_fix_may_not_overwrite_the_input():
     assert_bad_input(run_cli("detect", str(CLIP), "--fix", str(CLIP)), "--fix")
 
 
+@pytest.mark.slow
 def test_detect_json_lists_engines_that_cannot_run(tmp_path):
     done = run_cli("detect", str(CLIP), "--json", env={"HF_HOME": str(tmp_path / "hf")})
     assert done.returncode == 0, done.stderr
@@ -94,6 +98,7 @@ def audio_early(src: Path, dst: Path, ms: int) -> Path:
     return dst
 
 
+@pytest.mark.slow
 def test_detect_says_it_in_words_and_fix_puts_it_back_in_sync(tmp_path):
     early = audio_early(CLIP, tmp_path / "early.mp4", 120)
     fixed = tmp_path / "fixed.mp4"
@@ -120,6 +125,7 @@ def _windows(done: subprocess.CompletedProcess) -> list[dict]:
     return [json.loads(line) for line in done.stdout.splitlines()]
 
 
+@pytest.mark.slow
 def test_stream_finished_playlist_window_by_window(hls_server):
     url = hls_server.url("/vod/index.m3u8")
     done = run_cli("stream", url, "--engine", "landmarks", "--window", "4", "--json", "--allow-private-hosts")
@@ -132,6 +138,7 @@ def test_stream_finished_playlist_window_by_window(hls_server):
         assert set(window["results"][0]) == RESULT_KEYS and len(window["results"][0]["dists"]) == 31
 
 
+@pytest.mark.slow
 def test_stream_live_playlist_with_the_environment_switch(hls_server):
     url = hls_server.url("/live/index.m3u8")
     done = run_cli("stream", url, "--engine", "landmarks", "--window", "2", "--max-seconds", "6", "--json",
@@ -143,6 +150,7 @@ def test_stream_live_playlist_with_the_environment_switch(hls_server):
     assert any(w["results"] for w in windows)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("url, words", [("file:///etc/passwd", ["file"]), ("/vod/index.m3u8", ["loopback"])])
 def test_stream_refused_urls_exit_2(hls_server, url, words):
     url = hls_server.url(url) if url.startswith("/") else url

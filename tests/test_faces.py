@@ -75,6 +75,7 @@ def test_corrupt_model_is_refused(tmp_path):
 # --- tracks ----------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_track_on_syncnet_example(example, example_track):
     t = example_track
     assert (t.start, t.stop, t.num_faces) == (0, 317, 1)
@@ -121,6 +122,7 @@ def test_crops_mouth_crops_and_lip_shapes(example, example_track):
     assert 0.3 < np.median(width) < 0.9  # mouth width relative to the distance between the outer eye corners
 
 
+@pytest.mark.slow
 def test_webcam_close_up_is_found(speaker):
     """Face filling the whole frame (eyes to chin, cut at the sides), upscaled as a webcam would give it."""
     tight = np.stack([cv2.resize(f[50:140, 70:155], (480, 480)) for f in speaker.frames])
@@ -135,6 +137,7 @@ def side_by_side(left, right):
     return np.ascontiguousarray(np.concatenate([left.frames[:n], right.frames[:n]], axis=2)), n
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("speaker_on_left", [True, False])
 def test_speaking_face_is_chosen(speaker, other, speaker_on_left):
     frames, n = side_by_side(speaker, other) if speaker_on_left else side_by_side(other, speaker)
@@ -166,6 +169,7 @@ def blur(frames: np.ndarray) -> np.ndarray:
     return np.stack([cv2.GaussianBlur(f, (0, 0), 10) for f in frames])
 
 
+@pytest.mark.slow
 def test_short_gap_is_bridged(speaker):
     frames = speaker.frames.copy()
     frames[40:46] = blur(frames[40:46])  # 6 frames without a face
@@ -179,6 +183,7 @@ def test_short_gap_is_bridged(speaker):
     assert np.all((track.landmarks[40:46] >= lo) & (track.landmarks[40:46] <= hi))
 
 
+@pytest.mark.slow
 def test_long_gap_splits_and_keeps_longest(speaker):
     frames = speaker.frames.copy()
     frames[30:60] = blur(frames[30:60])  # 1.2 s without a face: frames 0..29 and 60..113 are separate segments
@@ -187,6 +192,7 @@ def test_long_gap_splits_and_keeps_longest(speaker):
     assert sorted((s.start, s.stop) for s in track.segments) == [(0, 30), (60, len(frames))]
 
 
+@pytest.mark.slow
 def test_scene_cut_splits_track(speaker, other):
     """Two shots back to back (faces of similar size and place): the track must not run across the cut."""
     frames = np.concatenate([other.frames[:40], speaker.frames[:70]])

@@ -64,6 +64,7 @@ def energy(audio: np.ndarray) -> np.ndarray:
     return np.sqrt((audio[: len(audio) // 640 * 640].reshape(-1, 640) ** 2).mean(axis=1))
 
 
+@pytest.mark.slow
 def test_finished_stream_gives_aligned_windows(server, stream):
     windows = read_all(server.url("/vod/index.m3u8"), window_s=4.0)
     assert [(w.t_start, w.t_end) for w in windows] == [(0.0, 4.0), (4.0, 8.0), (8.0, 12.0)]  # 0.68 s left over
@@ -95,6 +96,7 @@ def test_master_playlist_picks_a_variant(server, stream):
     assert "/vod/index.m3u8" in server.requests and "/big/index.m3u8" not in server.requests
 
 
+@pytest.mark.slow
 def test_live_playlist_followed_until_it_ends(server, stream):
     server.add_live("/live.m3u8", stream, "/vod", interval=1.0)  # a new segment every second
     t0 = time.monotonic()
@@ -108,6 +110,7 @@ def test_live_playlist_followed_until_it_ends(server, stream):
     assert all(abs(w.media.duration_s - 4.0) <= 0.08 for w in windows)
 
 
+@pytest.mark.slow
 def test_endless_live_stream_stopped_by_max_seconds_and_by_stop(server, stream):
     server.add_live("/loop.m3u8", stream, "/vod", interval=0.5, loop=True)  # never ends, no ENDLIST
     t0 = time.monotonic()
@@ -125,17 +128,20 @@ def test_endless_live_stream_stopped_by_max_seconds_and_by_stop(server, stream):
     assert count == 2 and time.monotonic() - t0 < BOUND_S
 
 
+@pytest.mark.slow
 def test_stalled_live_playlist(server, stream):
     server.add_bytes("/stalled.m3u8", stream.playlist("/vod/", count=2, ended=False))  # never grows
     refused(server.url("/stalled.m3u8"), r"live stream stalled: no new segment for 3 s", limits=HlsLimits(stall_s=3))
 
 
+@pytest.mark.slow
 def test_time_limit_on_waiting(server, stream):
     server.add_live("/slowlive.m3u8", stream, "/vod", interval=30.0, start=1, loop=True)
     refused(server.url("/slowlive.m3u8"), r"time limit: waited \d+ s for the stream \(limit 3 s\)",
             limits=HlsLimits(max_wait_s=3))
 
 
+@pytest.mark.slow
 def test_slow_segment_stopped_by_fetch_timeout(server, stream):
     data = (stream.directory / stream.segments[0]).read_bytes()
     server.add_slow("/slow/seg.ts", data, delay_s=0.05, chunk=100)  # would take minutes

@@ -203,6 +203,7 @@ def real_clip():
     return lip_shapes(track), audio
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("shift", [-7, 5])
 def test_known_shift_recovered_on_real_clip(real_clip, shift):
     lips, audio = real_clip

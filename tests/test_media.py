@@ -128,6 +128,7 @@ def test_rotated_phone_video_is_turned_upright(tmp_path):
     assert np.abs(first.astype(int) - media.frames[0].astype(int)).mean() < 3
 
 
+@pytest.mark.slow
 def test_real_clips_decode():
     """AVI/PCM, MP3 in AVI, MPEG-1/MP2, MP4/AAC (H.264, variable frame rate)."""
     expected = {  # frames at 25 fps over the audio/video overlap
@@ -160,6 +161,7 @@ def test_variable_frame_rate_clip_follows_timestamps():
     assert media.duration_s == pytest.approx(6.04, abs=0.05)
 
 
+@pytest.mark.slow
 def test_large_frames_are_scaled_down(tmp_path):
     path = tmp_path / "big.mp4"
     ffmpeg(
@@ -239,6 +241,7 @@ def test_too_long(tmp_path):
         load_media(CLIPS / "pcavs_posesrc_00067.mp4", max_duration_s=2.0)
 
 
+@pytest.mark.slow
 def test_too_long_without_declared_duration(tmp_path):
     """A streamed WebM declares no duration: the limit is enforced while decoding."""
     path = flash_and_beep(tmp_path / "rec.webm", vcodec="libvpx", acodec="libopus", duration=4.0, pipe=True)

@@ -171,6 +171,7 @@ def test_size_limits(server):
     assert time.monotonic() - t0 < 10
 
 
+@pytest.mark.slow
 def test_slow_body_stopped_by_time_limit(server):
     server.add_slow("/slow", bytes(1000), delay_s=0.1)  # would take 100 s
     t0 = time.monotonic()

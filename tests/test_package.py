@@ -33,6 +33,7 @@ def test_pyproject_lists_the_same_dependencies_as_requirements_txt():
     assert _requirement_names(project["dependencies"]) == space
 
 
+@pytest.mark.slow
 def test_public_names_resolve_and_import_stays_light():
     code = (
         "import sys, syncnet\n"

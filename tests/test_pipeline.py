@@ -37,6 +37,7 @@ def test_engines_are_loaded_once_and_missing_weights_reported(fresh_engines, mon
     assert [(name, loaded) for name, loaded, _ in status] == [("syncnet", False), ("fcn", False), ("landmarks", True)]
 
 
+@pytest.mark.slow
 def test_analyze_file_reports_progress_timing_segment_and_crops(fresh_engines):
     steps = []
     report = pipeline.analyze_file(CLIP, ["landmarks"], progress=lambda fraction, what: steps.append((fraction, what)))

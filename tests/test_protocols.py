@@ -111,6 +111,7 @@ class _RecordingEngine:
         return summarize(self.name, np.ones((max(len(inputs.crops) - 4, 1), 31)))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("crop", ["track", "full-frame"])
 def test_each_protocol_feeds_the_engines_its_crops(grid, monkeypatch, crop):
     """track: syncnet_python's tracked crops, as faces.crop_faces cuts them; full-frame: every frame resized."""

@@ -20,6 +20,7 @@ def audio_lag(original: np.ndarray, shifted: np.ndarray, max_lag: int) -> int:
     return int(lags[np.argmax(np.concatenate([xc[-max_lag:], xc[: max_lag + 1]]))])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("clip", ["syncnet_example.avi", "pcavs_posesrc_00067.mp4", "videoretalking_face1.mp4"])
 @pytest.mark.parametrize("offset", [7, -4, 0])
 def test_audio_moves_by_exactly_the_offset_and_video_is_copied(tmp_path, clip, offset):
@@ -98,6 +99,7 @@ def test_landmark_engine_reads_zero_on_the_corrected_copy(tmp_path):
     assert abs(before.results[0].offset_frames - result.offset_frames - offset) <= 1
 
 
+@pytest.mark.slow
 def test_mpeg4_with_b_frames_in_avi_is_copied(tmp_path):
     extra = ("-bf", "2", "-vtag", "XVID")
     src = flash_and_beep(tmp_path / "xvid.avi", vcodec="mpeg4", acodec="libmp3lame", extra=extra)

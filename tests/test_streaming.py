@@ -174,6 +174,7 @@ def test_windows_and_drift_from_the_distance_rows():
     assert drift_ms_per_minute([0, 60, 120], [10, 20, 30]) == pytest.approx(10.0)
 
 
+@pytest.mark.slow
 def test_cli_window_and_max_duration_are_checked():
     def detect(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, "-m", "syncnet", "detect", str(CLIPS / "pcavs_posesrc_00067.mp4"),
