@@ -66,8 +66,8 @@ class Tolerance:
     lse_c: float  # |LSE-C - reference LSE-C| <= lse_c * reference LSE-D
 
 
-# Measured by benchmarks/precision.py on the 54 clips of the benchmark set (README, "Engine speed").
-BF16_TOLERANCE = Tolerance(lse_d=2e-3, lse_c=1e-4)
+# About twice the worst of benchmarks/precision.py on the 54 clips (1.1e-3 and 1.07e-5; README, "Engine speed").
+BF16_TOLERANCE = Tolerance(lse_d=2e-3, lse_c=2e-5)
 
 
 def fast_bf16(dev: torch.device) -> bool:
