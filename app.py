@@ -20,6 +20,7 @@ from pathlib import Path
 import gradio as gr
 
 from syncnet import pipeline, plots
+from syncnet.gpu import gpu_task
 from syncnet.constants import CROP_PROTOCOLS, DEFAULT_WINDOW_S
 from syncnet.engines import ENGINE_NAMES
 from syncnet.errors import SyncNetError
@@ -97,6 +98,7 @@ def _tolerance(choice: str | None) -> Tolerance:
         return parse_tolerance(choice or None)
 
 
+@gpu_task  # on a ZeroGPU Space the analysis holds a GPU; elsewhere a no-op
 def _run(
     video: str | None,
     engines: list[str],

@@ -2,15 +2,18 @@
 
     python benchmarks/engines.py [--clip tests/data/clips/syncnet_example.avi] [--threads 2] [--repeats 3]
 
-Prints a markdown table: ms per video frame for the lip stream, the audio stream and the distances, the ratio,
-and the floor (the lip stream's FLOPs per frame over this machine's measured float32 matmul FLOP/s). Weights:
-``SYNCNET_WEIGHTS`` if set, otherwise the test fixture's synthetic weights (same layout, same arithmetic).
-Variants of `fcn` are timed and checked for accuracy alongside (plain layout, bf16, whole-sequence audio).
+Prints a markdown table: ms per video frame for the lip stream, the audio stream, the distances and the whole
+engine call, for the windowed `syncnet` (float32, the reference) and `fcn` at each precision (fp32, bf16) side by
+side, with the speed-ups; the floor (the lip stream's FLOPs per frame over this machine's measured float32 matmul
+FLOP/s); and each engine's agreement with the reference on the clip. Weights: ``SYNCNET_WEIGHTS`` if set, otherwise
+the test fixture's synthetic weights (same layout, same arithmetic). Variants of `fcn` that are not used are timed
+and checked alongside (plain layout, whole-sequence audio).
 """
 from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import os
 import platform
 import statistics
@@ -27,11 +30,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from syncnet.audio import mfcc  # noqa: E402
-from syncnet.fcn import FCNSyncNet, distance_matrix  # noqa: E402
+from syncnet.engines import EngineInput  # noqa: E402
+from syncnet.fcn import PRECISIONS, FCNEngine, FCNSyncNet, distance_matrix  # noqa: E402
 from syncnet.media import load_media  # noqa: E402
 from syncnet.model import (  # noqa: E402
     CROP_SIZE,
+    MAX_OFFSET,
     SAMPLES_PER_FRAME,
+    SyncNetEngine,
     build_model,
     n_windows,
     offset_distances,
@@ -102,6 +108,17 @@ def fmt(times: list[float], n: int) -> str:
     return f"{statistics.median(ms):.2f} ({min(ms):.2f}-{max(ms):.2f})"
 
 
+def per_round(ts: list[float], tf: list[float]) -> str:
+    """Speed-up as the ratio of the medians, and the median (min-max) of the ratios within each round."""
+    paired = sorted(a / b for a, b in zip(ts, tf, strict=True))
+    ratio = statistics.median(ts) / statistics.median(tf)
+    return f"{ratio:.2f}x | {statistics.median(paired):.2f}x ({paired[0]:.2f}-{paired[-1]:.2f})"
+
+
+def offset(dists: np.ndarray) -> int:
+    return int(np.argmin(dists.mean(axis=0))) - MAX_OFFSET
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clip", type=Path, default=DEFAULT_CLIP)
@@ -117,87 +134,96 @@ def main() -> None:
     audio = media.audio[: len(frames) * SAMPLES_PER_FRAME]
     cc = mfcc(audio)
     n = n_windows(len(frames), len(audio))
+    inputs = EngineInput(np.ascontiguousarray(frames[..., ::-1]), audio, cc, np.zeros((0, 1), np.float32))
     load_before = os.getloadavg()
     net = build_model(state)
-    fcn, fcn_plain = FCNSyncNet(net), FCNSyncNet(net, channels_last=False)
-
-    def bf16_lips():
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            return fcn.embed_lips(frames, n).float()
+    fcn = {p: FCNSyncNet(net, precision=p) for p in PRECISIONS}
+    fcn_plain = FCNSyncNet(net, channels_last=False, precision="fp32")
+    columns = ["syncnet"] + [f"fcn {p}" for p in PRECISIONS]
+    engines = {"syncnet": SyncNetEngine(net), **{f"fcn {p}": FCNEngine(fcn[p]) for p in PRECISIONS}}
 
     lip_s, aud_s = windowed_lip_embeddings(net, frames, n), windowed_audio_embeddings(net, cc, n)
-    lip_f, aud_f = fcn.embed_lips(frames, n), fcn.embed_audio(cc, n)
-    runs = interleaved(
-        {
-            ("syncnet", "lip"): lambda: windowed_lip_embeddings(net, frames, n),
-            ("fcn", "lip"): lambda: fcn.embed_lips(frames, n),
-            ("syncnet", "audio"): lambda: windowed_audio_embeddings(net, cc, n),
-            ("fcn", "audio"): lambda: fcn.embed_audio(cc, n),
-            ("syncnet", "distances"): lambda: offset_distances(lip_s, aud_s),
-            ("fcn", "distances"): lambda: distance_matrix(lip_f, aud_f),
-            "fcn lip, no channels-last": lambda: fcn_plain.embed_lips(frames, n),
-            "fcn lip, bf16 autocast": bf16_lips,
-            "fcn audio, whole sequence": lambda: fcn.embed_audio(cc, n, "sequence"),
-            "matmul": matmul,
-        },
-        args.repeats,
-    )
-    stages = {e: {s: runs[(e, s)] for s in ("lip", "audio", "distances")} for e in ("syncnet", "fcn")}
-    variants = {k: v for k, v in runs.items() if isinstance(k, str) and k != "matmul"}
-    flops = lip_flops_per_frame(fcn, frames)
+    emb = {p: (fcn[p].embed_lips(frames, n), fcn[p].embed_audio(cc, n)) for p in PRECISIONS}
+    tasks: dict = {
+        ("syncnet", "lip"): lambda: windowed_lip_embeddings(net, frames, n),
+        ("syncnet", "audio"): lambda: windowed_audio_embeddings(net, cc, n),
+        ("syncnet", "distances"): lambda: offset_distances(lip_s, aud_s),
+    }
+    for p in PRECISIONS:
+        tasks[(f"fcn {p}", "lip")] = functools.partial(fcn[p].embed_lips, frames, n)
+        tasks[(f"fcn {p}", "audio")] = functools.partial(fcn[p].embed_audio, cc, n)
+        tasks[(f"fcn {p}", "distances")] = functools.partial(distance_matrix, *emb[p])
+    for name, engine in engines.items():
+        tasks[(name, "engine.run")] = functools.partial(engine.run, inputs)
+    tasks["fcn fp32 lip, no channels-last"] = lambda: fcn_plain.embed_lips(frames, n)
+    tasks["fcn fp32 audio, whole sequence"] = lambda: fcn["fp32"].embed_audio(cc, n, "sequence")
+    tasks["matmul"] = matmul
+    runs = interleaved(tasks, args.repeats)
+
+    stages = ("lip", "audio", "distances")
+    for name in columns:
+        runs[(name, "total")] = (None, [sum(t) for t in zip(*(runs[(name, s)][1] for s in stages), strict=True)])
+    flops = lip_flops_per_frame(fcn["fp32"], frames)
     peak = 2 * MATMUL_N**3 / min(runs["matmul"][1])
     floor_ms = flops / peak * 1000
 
-    def offset(dists: np.ndarray) -> int:
-        return int(np.argmin(dists.mean(axis=0))) - 15
-
-    d_s, d_f = stages["syncnet"]["distances"][0], stages["fcn"]["distances"][0]
-    d_bf16 = distance_matrix(variants["fcn lip, bf16 autocast"][0], aud_f)
-    d_seq = distance_matrix(lip_f, variants["fcn audio, whole sequence"][0])
-    total = {e: [sum(t) for t in zip(*(stages[e][s][1] for s in ("lip", "audio", "distances")))] for e in stages}
-
     lines = [
-        f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} logical CPUs "
+        f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} logical CPUs, "
+        f"AVX512-BF16 {'yes' if torch.cpu._is_avx512_bf16_supported() else 'no'}, "
+        f"AMX {'yes' if torch.cpu._is_amx_tile_supported() else 'no'} "
         f"(torch {torch.__version__}, {args.threads} threads; shared with other jobs)  ",
         f"Command: `python benchmarks/engines.py --clip {args.clip.name} --frames {args.frames} "
         f"--threads {args.threads} --repeats {args.repeats}`  ",
         f"Load average before/after: {load_before[0]:.1f} / {os.getloadavg()[0]:.1f}  ",
-        f"Date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC  ",
+        f"Date: {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC  ",
         f"Input: {args.clip.name}, {len(frames)} frames ({n} windows), weights: {source}  ",
         "",
-        "ms per video frame, median (min-max) over the rounds; speed-up = ratio of the medians; per-round "
-        "speed-up = median (min-max) of the ratios within each round (both engines ran back to back):",
+        "ms per video frame, median (min-max) over the rounds; speed-up = windowed `syncnet` (float32) over `fcn`, "
+        "as the ratio of the medians, then the median (min-max) of the ratios within each round (all ran back to "
+        "back in every round); `engine.run` is the whole engine call on the clip (input checks, both streams, "
+        "distances, offset and confidence):",
         "",
-        "| stage | syncnet (windowed) | fcn | speed-up | per-round speed-up |",
-        "| --- | --- | --- | --- | --- |",
+        "| stage | " + " | ".join(columns) + " | "
+        + " | ".join(f"speed-up {c} | per round {c}" for c in columns[1:]) + " |",
+        "| --- |" + " ---: |" * (len(columns) + 2 * (len(columns) - 1)),
     ]
-    rows = [(stage, stages["syncnet"][stage][1], stages["fcn"][stage][1]) for stage in ("lip", "audio", "distances")]
-    for stage, ts, tf in rows + [("**total**", total["syncnet"], total["fcn"])]:
-        paired = sorted(a / b for a, b in zip(ts, tf))
-        ratio = statistics.median(ts) / statistics.median(tf)
-        lines.append(f"| {stage} | {fmt(ts, n)} | {fmt(tf, n)} | {ratio:.2f}x | "
-                     f"{statistics.median(paired):.2f}x ({paired[0]:.2f}-{paired[-1]:.2f}) |")
-    fcn_lip_ms = statistics.median(stages["fcn"]["lip"][1]) / n * 1000
+    for stage in (*stages, "total", "engine.run"):
+        label = f"**{stage}**" if stage in ("total", "engine.run") else stage
+        ts = runs[("syncnet", stage)][1]
+        cells = [fmt(runs[(c, stage)][1], n) for c in columns]
+        ratios = [per_round(ts, runs[(c, stage)][1]) for c in columns[1:]]
+        lines.append(f"| {label} | " + " | ".join(cells) + " | " + " | ".join(ratios) + " |")
+
+    d_s = runs[("syncnet", "distances")][0]
+    agreement = []
+    for p in PRECISIONS:
+        lip_f, aud_f = emb[p]
+        d_f = runs[(f"fcn {p}", "distances")][0]
+        r_s, r_f = runs[("syncnet", "engine.run")][0], runs[(f"fcn {p}", "engine.run")][0]
+        agreement.append(
+            f"- fcn {p}: offset {offset(d_f):+d} (syncnet {offset(d_s):+d}); lip embeddings max rel. diff "
+            f"{rel(lip_f, lip_s):.1e}, audio {rel(aud_f, aud_s):.1e}, distances {rel(d_f, d_s):.1e}; "
+            f"LSE-C {r_f.confidence:.4f} (syncnet {r_s.confidence:.4f}), LSE-D {r_f.min_dist:.3f} "
+            f"(syncnet {r_s.min_dist:.3f})"
+        )
+    fcn_lip_ms = statistics.median(runs[("fcn fp32", "lip")][1]) / n * 1000
+    plain, seq = runs["fcn fp32 lip, no channels-last"], runs["fcn fp32 audio, whole sequence"]
+    d_seq = distance_matrix(emb["fp32"][0], seq[0])
     lines += [
         "",
         f"Floor: lip stream {flops / 1e9:.3f} GFLOP per frame / measured float32 matmul {peak / 1e9:.0f} GFLOP/s "
-        f"({MATMUL_N}x{MATMUL_N}, best round) = **{floor_ms:.2f} ms per frame**; fcn lip stream = "
-        f"**{fcn_lip_ms / floor_ms:.2f}x the floor** (median round; best round "
-        f"{min(stages['fcn']['lip'][1]) / n * 1000 / floor_ms:.2f}x).",
+        f"({MATMUL_N}x{MATMUL_N}, best round) = **{floor_ms:.2f} ms per frame**; fcn fp32 lip stream = "
+        f"**{fcn_lip_ms / floor_ms:.2f}x the float32 floor** (median round).",
         "",
-        f"Agreement: offset syncnet {offset(d_s):+d}, fcn {offset(d_f):+d}; lip embeddings max rel. diff "
-        f"{rel(lip_f, lip_s):.1e}, audio {rel(aud_f, aud_s):.1e}, distances {rel(d_f, d_s):.1e}.",
+        "Agreement with the windowed float32 `syncnet` on this clip:",
         "",
-        "| fcn variant | ms per frame | accuracy against the fp32 windowed embeddings |",
+        *agreement,
+        "",
+        "| fcn variant (not used) | ms per frame | accuracy against the fp32 windowed embeddings |",
         "| --- | --- | --- |",
-        f"| lip, no channels-last | {fmt(variants['fcn lip, no channels-last'][1], n)} | "
-        f"max rel. {rel(variants['fcn lip, no channels-last'][0], lip_s):.1e} |",
-        f"| lip, bf16 autocast | {fmt(variants['fcn lip, bf16 autocast'][1], n)} | "
-        f"max rel. {rel(variants['fcn lip, bf16 autocast'][0], lip_s):.1e}, distances {rel(d_bf16, d_s):.1e}, "
-        f"offset {offset(d_bf16):+d} |",
-        f"| audio, whole sequence | {fmt(variants['fcn audio, whole sequence'][1], n)} | "
-        f"max rel. {rel(variants['fcn audio, whole sequence'][0], aud_s):.1e}, distances {rel(d_seq, d_s):.1e}, "
-        f"offset {offset(d_seq):+d} |",
+        f"| fp32 lip, no channels-last | {fmt(plain[1], n)} | max rel. {rel(plain[0], lip_s):.1e} |",
+        f"| fp32 audio, whole sequence | {fmt(seq[1], n)} | max rel. {rel(seq[0], aud_s):.1e}, "
+        f"distances {rel(d_seq, d_s):.1e}, offset {offset(d_seq):+d} |",
     ]
     print("\n".join(lines))
 

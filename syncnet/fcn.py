@@ -5,12 +5,20 @@
   fully connected layers become 1x1 convolutions. One embedding per 5-frame window, identical to the original.
 - Audio stream: the 20-step MFCC windows, batched in one pass (exact), or the whole MFCC sequence in one pass
   (``audio="sequence"``: windows then see their real neighbours instead of zero padding at their edges).
-- BatchNorm is folded into the preceding convolution at load; the distance matrix (all windows x 31 offsets)
-  comes from one matrix product.
+- BatchNorm is folded into the preceding convolution at load; every ReLU that precedes a max-pool runs after it
+  (the two commute exactly, and the pooled map is a quarter of the size); the distance matrix (all windows x 31
+  offsets) comes from one matrix product.
+- Precision: ``fp32`` computes what the original computes (to float32 rounding); ``bf16`` runs both streams in
+  bfloat16 (the uint8 pixels are exact in bfloat16; weights and activations are rounded to 8 significant bits,
+  sums are kept in float32) and is the default where the device has fast bfloat16 (AVX512-BF16/AMX CPUs, CUDA):
+  its offsets equal the float32 reference's on every clip of the benchmark set and its LSE-C / LSE-D stay within
+  ``BF16_TOLERANCE`` (measured by ``benchmarks/precision.py``). ``SYNCNET_FCN_PRECISION=fp32`` selects exact fp32.
 """
 from __future__ import annotations
 
+import os
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
@@ -19,6 +27,8 @@ from torch import nn
 from torch.nn import functional as F
 from torch.nn.modules.utils import _triple
 
+from syncnet.errors import BadArgument
+from syncnet.gpu import device as default_device
 from syncnet.model import (
     EMBED_DIM,
     MAX_OFFSET,
@@ -38,6 +48,41 @@ if TYPE_CHECKING:
 
 CHUNK_WINDOWS = 16  # lip windows per pass: bounds memory (the first activation is 4.6 MB per window)
 AudioMode = Literal["windows", "sequence"]
+Precision = Literal["fp32", "bf16"]
+PRECISIONS: tuple[Precision, ...] = ("fp32", "bf16")
+PRECISION_ENV = "SYNCNET_FCN_PRECISION"
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """How far a reduced-precision ``fcn`` may be from the float32 reference on one clip, besides the same offset.
+
+    Both bounds are fractions of the reference's LSE-D (the scale of the distances: LSE-C is a difference of two
+    distances, so its rounding error scales with them, not with LSE-C itself, which can be near 0).
+    """
+
+    lse_d: float  # |LSE-D - reference LSE-D| <= lse_d * reference LSE-D
+    lse_c: float  # |LSE-C - reference LSE-C| <= lse_c * reference LSE-D
+
+
+# About twice the worst of benchmarks/precision.py on the 54 clips (1.1e-3 and 1.07e-5; README, "Engine speed").
+BF16_TOLERANCE = Tolerance(lse_d=2e-3, lse_c=2e-5)
+
+
+def fast_bf16(dev: torch.device) -> bool:
+    """Whether ``dev`` computes bfloat16 natively (CUDA with bf16, or a CPU with AVX512-BF16 or AMX)."""
+    if dev.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+
+
+def default_precision(dev: torch.device) -> Precision:
+    """``SYNCNET_FCN_PRECISION`` if set, else bf16 where ``dev`` computes it natively, else fp32."""
+    wanted = os.environ.get(PRECISION_ENV, "").strip().lower()
+    if wanted and wanted not in PRECISIONS:
+        raise BadArgument(f"{PRECISION_ENV}={wanted!r} is not a precision; use one of {', '.join(PRECISIONS)}")
+    return wanted or ("bf16" if fast_bf16(dev) else "fp32")
 
 
 def fold_bn(
@@ -87,30 +132,62 @@ def _pool2d(pool: nn.Module) -> nn.MaxPool2d:
     return nn.MaxPool2d(k, s, p)
 
 
+def _is_identity(pool: nn.Module) -> bool:
+    """A 1x1 max-pool with stride 1 and no padding (the audio stream has one) passes its input through."""
+    return all(set(_triple(v)) == {want} for v, want in ((pool.kernel_size, 1), (pool.stride, 1), (pool.padding, 0)))
+
+
+def _pool_before_relu(layers: list[nn.Module]) -> list[nn.Module]:
+    """Each ReLU followed by a max-pool moved after it: ``pool(relu(x)) == relu(pool(x))`` exactly, on less data."""
+    out = list(layers)
+    for i in range(len(out) - 1):
+        if isinstance(out[i], nn.ReLU) and isinstance(out[i + 1], nn.MaxPool2d):
+            out[i], out[i + 1] = out[i + 1], out[i]
+    return out
+
+
 def _frame_stream(cnn: nn.Sequential, fc: nn.Sequential, skip_first: bool) -> nn.Sequential:
-    """The per-frame part of a stream as 2-D layers: conv(+BN folded)+ReLU and pools, then FC as 1x1 convs."""
+    """The per-frame part of a stream as 2-D layers: conv(+BN folded)+ReLU and pools, then FC as 1x1 convs.
+
+    ``skip_first`` leaves out the first conv and its BN (the lip stream's 3-D conv), keeping its ReLU.
+    """
     folded = {id(m): (w, b) for m, w, b in _folded(cnn) + _folded(fc)}
     layers: list[nn.Module] = []
-    mods = list(cnn)[3:] if skip_first else list(cnn)  # skip_first: the first conv, its BN and ReLU
+    mods = list(cnn)[2:] if skip_first else list(cnn)
     for m in mods:
         if isinstance(m, (nn.Conv2d, nn.Conv3d)):
             layers.append(_conv2d(m, *folded[id(m)]))
-        elif isinstance(m, (nn.MaxPool2d, nn.MaxPool3d)):
+        elif isinstance(m, (nn.MaxPool2d, nn.MaxPool3d)) and not _is_identity(m):
             layers.append(_pool2d(m))
         elif isinstance(m, nn.ReLU):
             layers.append(nn.ReLU(inplace=True))
     for m in fc:
         if isinstance(m, nn.Linear):
             layers += [_conv2d(m, *folded[id(m)]), nn.ReLU(inplace=True)]
-    return nn.Sequential(*layers[:-1])  # no ReLU after the last FC
+    return nn.Sequential(*_pool_before_relu(layers[:-1]))  # no ReLU after the last FC
 
 
 class FCNSyncNet(nn.Module):
-    """SyncNet run over a whole clip; built from a loaded :class:`SyncNet` (BatchNorm folded)."""
+    """SyncNet run over a whole clip; built from a loaded :class:`SyncNet` (BatchNorm folded).
 
-    def __init__(self, net: SyncNet, channels_last: bool = True):
+    ``precision`` (``fp32`` or ``bf16``; default :func:`default_precision`) and ``device`` (default
+    :func:`syncnet.gpu.device`) are fixed at construction; embeddings come back as float32 on the CPU.
+    """
+
+    def __init__(
+        self,
+        net: SyncNet,
+        channels_last: bool = True,
+        precision: Precision | None = None,
+        device: torch.device | None = None,
+    ):
         super().__init__()
         net = net.eval()
+        self.device = device or default_device()
+        self.precision = precision or default_precision(self.device)
+        if self.precision not in PRECISIONS:
+            raise BadArgument(f"unknown precision {self.precision!r}; choose from {', '.join(PRECISIONS)}")
+        self.dtype = DTYPES[self.precision]
         first, w, b = _folded(net.netcnnlip)[0]
         self.lip_conv1 = nn.Conv3d(3, w.shape[0], first.kernel_size, first.stride)
         self.lip_conv1.weight.data.copy_(w)
@@ -119,6 +196,7 @@ class FCNSyncNet(nn.Module):
         self.audio = _frame_stream(net.netcnnaud, net.netfcaud, skip_first=False)
         self.channels_last = channels_last
         self.eval()
+        self.to(self.device, self.dtype)
         if channels_last:
             self.lip_conv1.to(memory_format=torch.channels_last_3d)
             self.lip_frames.to(memory_format=torch.channels_last)
@@ -134,11 +212,11 @@ class FCNSyncNet(nn.Module):
         for start in range(0, n, chunk):
             stop = min(n, start + chunk)
             clip = torch.from_numpy(np.ascontiguousarray(frames_bgr[start : stop + VIDEO_WINDOW - 1]))
-            x = clip.permute(3, 0, 1, 2)[None].float()  # 1,3,t,H,W (channels-last-3d strides, as stored)
+            x = clip.to(self.device).permute(3, 0, 1, 2)[None].to(self.dtype)  # 1,3,t,H,W (channels-last-3d)
             if not self.channels_last:
                 x = x.contiguous()
-            y = torch.relu_(self.lip_conv1(x))[0].transpose(0, 1)  # t-4, 96, h, w: one map per window
-            out.append(self.lip_frames(self._layout(y)).flatten(1))
+            y = self.lip_conv1(x)[0].transpose(0, 1)  # t-4, 96, h, w: one map per window
+            out.append(self.lip_frames(self._layout(y)).flatten(1).float().cpu())
         return torch.cat(out) if out else torch.zeros(0, EMBED_DIM)
 
     @torch.inference_mode()
@@ -146,13 +224,13 @@ class FCNSyncNet(nn.Module):
         """(n, 1024) audio embeddings of windows 0..n-1 (MFCC steps 4i..4i+19)."""
         if n == 0:
             return torch.zeros(0, EMBED_DIM)
-        cc = torch.from_numpy(np.asarray(mfcc, dtype=np.float32))
+        cc = torch.from_numpy(np.asarray(mfcc, dtype=np.float32)).to(self.device, self.dtype)
         if mode == "windows":
             x = cc.unfold(1, MFCC_WINDOW, MFCC_PER_FRAME)[:, :n].permute(1, 0, 2)[:, None]  # n,1,13,20
-            return self.audio(self._layout(x)).flatten(1)
+            return self.audio(self._layout(x)).flatten(1).float().cpu()
         if mode == "sequence":
             x = cc[:, : (n - 1) * MFCC_PER_FRAME + MFCC_WINDOW][None, None]  # 1,1,13,steps
-            return self.audio(self._layout(x))[0, :, 0, :n].T
+            return self.audio(self._layout(x))[0, :, 0, :n].T.float().cpu()
         raise ValueError(f"unknown audio mode {mode!r}: use 'windows' or 'sequence'")
 
     def embed(

@@ -25,6 +25,7 @@ from syncnet.constants import (
 )
 from syncnet.engines import EngineUnavailable
 from syncnet.errors import EngineInputError, WeightsError
+from syncnet.gpu import device as default_device
 from syncnet.scoring import Calibration, SyncResult, summarize
 from syncnet.weights import shared_weights
 
@@ -100,16 +101,24 @@ def n_windows(n_frames: int, n_samples: int) -> int:
     return max(0, min(n_frames, n_samples // SAMPLES_PER_FRAME) - VIDEO_WINDOW)
 
 
+def _device_of(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
 @torch.inference_mode()
 def windowed_lip_embeddings(
     model: SyncNet, frames_bgr: np.ndarray, n: int, batch_size: int = BATCH_SIZE
 ) -> torch.Tensor:
-    """(n, 1024) lip embeddings of windows i = 0..n-1 (frames i..i+4 of uint8 (T, 224, 224, 3) BGR frames)."""
+    """(n, 1024) lip embeddings of windows i = 0..n-1 (frames i..i+4 of uint8 (T, 224, 224, 3) BGR frames).
+
+    Runs on the model's device; the embeddings come back on the CPU.
+    """
     video = torch.from_numpy(np.ascontiguousarray(frames_bgr)).permute(3, 0, 1, 2).float()[None]  # 1,3,T,H,W
+    dev = _device_of(model)
     out = []
     for start in range(0, n, batch_size):
         windows = [video[:, :, i : i + VIDEO_WINDOW] for i in range(start, min(n, start + batch_size))]
-        out.append(model.forward_lip(torch.cat(windows)))
+        out.append(model.forward_lip(torch.cat(windows).to(dev)).cpu())
     return torch.cat(out) if out else torch.zeros(0, EMBED_DIM)
 
 
@@ -117,10 +126,11 @@ def windowed_lip_embeddings(
 def windowed_audio_embeddings(model: SyncNet, mfcc: np.ndarray, n: int, batch_size: int = BATCH_SIZE) -> torch.Tensor:
     """(n, 1024) audio embeddings of windows i = 0..n-1 (MFCC steps 4i..4i+19 of a (13, steps) MFCC)."""
     cc = torch.from_numpy(np.asarray(mfcc, dtype=np.float32))[None, None]  # 1,1,13,steps
+    dev = _device_of(model)
     out = []
     for start in range(0, n, batch_size):
         steps = [i * MFCC_PER_FRAME for i in range(start, min(n, start + batch_size))]
-        out.append(model.forward_aud(torch.cat([cc[..., s : s + MFCC_WINDOW] for s in steps])))
+        out.append(model.forward_aud(torch.cat([cc[..., s : s + MFCC_WINDOW] for s in steps]).to(dev)).cpu())
     return torch.cat(out) if out else torch.zeros(0, EMBED_DIM)
 
 
@@ -174,12 +184,18 @@ def check_inputs(inputs: EngineInput) -> tuple[np.ndarray, int]:
 
 
 class SyncNetEngine:
-    """Engine ``syncnet``: the original windowed evaluation, unchanged arithmetic."""
+    """Engine ``syncnet``: the original windowed evaluation, unchanged arithmetic (float32, on ``device``)."""
 
     name = "syncnet"
 
-    def __init__(self, model: SyncNet, calibration: Calibration = Calibration(), source: str = ""):
-        self.model = model.eval()
+    def __init__(
+        self,
+        model: SyncNet,
+        calibration: Calibration = Calibration(),
+        source: str = "",
+        device: torch.device | None = None,
+    ):
+        self.model = model.eval().to(device or default_device())
         self.calibration = calibration
         self.source = source  # which weights, from where (shown by the app)
 

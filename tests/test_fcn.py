@@ -9,7 +9,18 @@ import torch
 
 from syncnet.audio import mfcc
 from syncnet.engines import EngineInput
-from syncnet.fcn import FCNEngine, FCNSyncNet, distance_matrix, fold_bn
+from syncnet.errors import BadArgument
+from syncnet.fcn import (
+    BF16_TOLERANCE,
+    PRECISION_ENV,
+    FCNEngine,
+    FCNSyncNet,
+    _pool_before_relu,
+    default_precision,
+    distance_matrix,
+    fast_bf16,
+    fold_bn,
+)
 from syncnet.media import SAMPLES_PER_FRAME, load_media
 from syncnet.model import (
     SyncNetEngine,
@@ -37,7 +48,12 @@ def net():
 
 @pytest.fixture(scope="module")
 def fcn(net):
-    return FCNSyncNet(net)
+    return FCNSyncNet(net, precision="fp32")
+
+
+@pytest.fixture(scope="module")
+def fcn_bf16(net):
+    return FCNSyncNet(net, precision="bf16")
 
 
 def fixture_input(name=""):
@@ -66,6 +82,14 @@ def test_fcn_reproduces_reference(fcn, name):
     assert int(np.argmin(dists.mean(axis=0))) - 15 == int(exp["offset"])
 
 
+def test_pool_before_relu_is_exact():
+    x = torch.randn(3, 8, 21, 21)
+    layers = [torch.nn.ReLU(), torch.nn.MaxPool2d(3, 2, 1), torch.nn.Conv2d(8, 4, 1), torch.nn.ReLU()]
+    swapped = _pool_before_relu(layers)
+    assert [type(m) for m in swapped] == [torch.nn.MaxPool2d, torch.nn.ReLU, torch.nn.Conv2d, torch.nn.ReLU]
+    assert torch.equal(torch.nn.Sequential(*swapped)(x), torch.nn.Sequential(*layers)(x))
+
+
 def test_batched_distances_equal_the_original_loop():
     lip, aud = torch.randn(40, 1024) * 10, torch.randn(40, 1024) * 10
     np.testing.assert_allclose(distance_matrix(lip, aud), offset_distances(lip, aud), rtol=1e-5)
@@ -79,7 +103,7 @@ def test_chunking_does_not_change_lip_embeddings(fcn):
 
 def test_channels_last_and_plain_layout_agree(net, fcn):
     frames, audio = fixture_input()
-    plain = FCNSyncNet(net, channels_last=False)
+    plain = FCNSyncNet(net, channels_last=False, precision="fp32")
     assert rel_err(plain.embed_lips(frames, 45), fcn.embed_lips(frames, 45)) < 1e-5
 
 
@@ -127,6 +151,52 @@ def test_engines_agree_on_the_fixture(net, fcn):
     assert abs(fast.confidence - base.confidence) <= 0.01 * base.confidence
     np.testing.assert_allclose(base.frame_confidence, exp["fconfm"], rtol=1e-5, atol=1e-5 * float(exp["minval"]))
     assert (base.engine, fast.engine) == ("syncnet", "fcn") and fast.time_s > 0
+
+
+def test_precision_setting(net, monkeypatch):
+    monkeypatch.delenv(PRECISION_ENV, raising=False)
+    cpu = torch.device("cpu")
+    assert default_precision(cpu) == ("bf16" if fast_bf16(cpu) else "fp32")
+    monkeypatch.setenv(PRECISION_ENV, "FP32")
+    assert default_precision(cpu) == "fp32"
+    assert FCNSyncNet(net).precision == "fp32"
+    monkeypatch.setenv(PRECISION_ENV, "bf16")
+    model = FCNSyncNet(net)
+    assert model.precision == "bf16" and model.lip_conv1.weight.dtype == torch.bfloat16
+    monkeypatch.setenv(PRECISION_ENV, "int4")
+    with pytest.raises(BadArgument, match="SYNCNET_FCN_PRECISION='int4' is not a precision"):
+        FCNSyncNet(net)
+    with pytest.raises(BadArgument, match="unknown precision 'fp16'"):
+        FCNSyncNet(net, precision="fp16")
+
+
+def within_tolerance(fast, base) -> None:
+    """A reduced-precision result against the float32 reference: same offset, LSE-C and LSE-D within tolerance."""
+    assert fast.offset_frames == base.offset_frames
+    assert abs(fast.min_dist - base.min_dist) <= BF16_TOLERANCE.lse_d * base.min_dist
+    assert abs(fast.confidence - base.confidence) <= BF16_TOLERANCE.lse_c * base.min_dist
+
+
+@pytest.mark.parametrize("name", ["", "_shift3"])
+def test_bf16_stays_within_its_tolerance_on_the_fixture(net, fcn_bf16, name):
+    frames, audio = fixture_input(name)
+    audio = audio.astype(np.float32) / 32768.0
+    inputs = EngineInput(np.ascontiguousarray(frames[..., ::-1]), audio, mfcc(audio), np.zeros((50, 1), np.float32))
+    base, fast = SyncNetEngine(net).run(inputs), FCNEngine(fcn_bf16).run(inputs)
+    assert fast.offset_frames == int(np.load(SYNCNET_REF / f"expected{name}.npz")["offset"])
+    within_tolerance(fast, base)
+    lip = fcn_bf16.embed_lips(frames, 45)
+    assert lip.dtype == torch.float32 and 1e-4 < rel_err(lip, np.load(SYNCNET_REF / f"expected{name}.npz")["im_feat"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("clip", REAL_CLIPS)
+def test_bf16_matches_syncnet_on_real_clips(net, fcn_bf16, clip):
+    media = load_media(CLIPS / clip)
+    crops = media.frames[:CLIP_FRAMES]
+    audio = media.audio[: CLIP_FRAMES * SAMPLES_PER_FRAME]
+    inputs = EngineInput(crops=crops, audio=audio, mfcc=mfcc(audio), lips=np.zeros((len(crops), 1), np.float32))
+    within_tolerance(FCNEngine(fcn_bf16).run(inputs), SyncNetEngine(net).run(inputs))
 
 
 def test_too_short_and_malformed_inputs(fcn, net):
