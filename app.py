@@ -20,10 +20,10 @@ from pathlib import Path
 import gradio as gr
 
 from syncnet import pipeline, plots
-from syncnet.gpu import gpu_task
 from syncnet.constants import CROP_PROTOCOLS, DEFAULT_WINDOW_S
 from syncnet.engines import ENGINE_NAMES
 from syncnet.errors import SyncNetError
+from syncnet.gpu import gpu_task
 from syncnet.remux import write_corrected
 from syncnet.report import (
     RESULT_COLUMNS,
