@@ -95,12 +95,14 @@ def test_batched_distances_equal_the_original_loop():
     np.testing.assert_allclose(distance_matrix(lip, aud), offset_distances(lip, aud), rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_chunking_does_not_change_lip_embeddings(fcn):
     frames, _ = fixture_input()
     whole = fcn.embed_lips(frames, 45, chunk=64)
     np.testing.assert_allclose(fcn.embed_lips(frames, 45, chunk=7), whole, rtol=1e-5, atol=1e-5 * whole.abs().max())
 
 
+@pytest.mark.slow
 def test_channels_last_and_plain_layout_agree(net, fcn):
     frames, audio = fixture_input()
     plain = FCNSyncNet(net, channels_last=False, precision="fp32")
@@ -140,6 +142,7 @@ def test_fcn_matches_syncnet_on_real_clips(net, fcn, clip):
     assert rel_err(fast.window_dists, base.window_dists) < 1e-4
 
 
+@pytest.mark.slow
 def test_engines_agree_on_the_fixture(net, fcn):
     frames, audio = fixture_input("_shift3")
     crops = np.ascontiguousarray(frames[..., ::-1])  # engines take RGB
@@ -177,6 +180,7 @@ def within_tolerance(fast, base) -> None:
     assert abs(fast.confidence - base.confidence) <= BF16_TOLERANCE.lse_c * base.min_dist
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["", "_shift3"])
 def test_bf16_stays_within_its_tolerance_on_the_fixture(net, fcn_bf16, name):
     frames, audio = fixture_input(name)
@@ -210,6 +214,7 @@ def test_too_short_and_malformed_inputs(fcn, net):
         FCNEngine(fcn).run(bad)
 
 
+@pytest.mark.slow
 def test_calibrated_subframe_offset(net, fcn):
     """The sub-frame offset (parabola vertex) goes through the engine's calibration: frames and milliseconds."""
     frames, audio = fixture_input()
