@@ -93,7 +93,8 @@ def test_analyze_returns_words_plots_crops_and_the_corrected_video(client):
 
 
 def test_analyze_corrects_early_audio(client):
-    verdict, *_, corrected, details = client.predict(handle_file(str(EARLY)), ["landmarks"], api_name="/analyze")
+    outputs = client.predict(handle_file(str(EARLY)), ["landmarks"], api_name="/analyze")
+    verdict, corrected, details = outputs[0], outputs[6], outputs[7]
     assert details["verdict"] == "audio_early"
     assert verdict.startswith("### Audio is 1") and "Corrected video below: audio delayed by" in verdict
     video = corrected["video"] if isinstance(corrected, dict) else corrected
