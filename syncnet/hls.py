@@ -23,12 +23,12 @@ from dataclasses import dataclass, field
 from urllib.parse import urljoin, urlsplit
 
 from . import netguard
+from .constants import DEFAULT_WINDOW_S
 from .errors import HlsError, MediaError
 from .media import Media, load_media
 
 log = logging.getLogger(__name__)
 
-WINDOW_S = 8.0  # default length of an analysis window
 MIN_WINDOW_S = 2.0  # a shorter leftover at the end of a stream is not analysed
 LIVE_START_SEGMENTS = 3  # a live stream is joined this many segments before its end (RFC 8216, 6.3.3)
 MAX_SIDE = 640  # frames are scaled down to this longest side while decoding (faces need no more)
@@ -151,7 +151,7 @@ def parse_playlist(text: str, base_url: str) -> Playlist:
 def stream_windows(
     url: str,
     *,
-    window_s: float = WINDOW_S,
+    window_s: float = DEFAULT_WINDOW_S,
     max_seconds: float | None = None,
     allow_private: bool = False,
     stop: threading.Event | None = None,
