@@ -19,7 +19,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from syncnet import pipeline, plots
+from syncnet import api, pipeline, plots
 from syncnet.constants import CROP_PROTOCOLS, DEFAULT_WINDOW_S
 from syncnet.engines import ENGINE_NAMES
 from syncnet.errors import SyncNetError
@@ -108,19 +108,18 @@ def _run(
     window_s: float | None = None,
 ) -> Report:
     """The pipeline on an uploaded file, with bad input turned into a message for the user."""
-    chosen = _tolerance(tolerance)
-    with user_errors("analysing the video"):
-        report = pipeline.analyze_file(
+    with user_errors("analysing the video"):  # a bad tolerance is refused before anything is decoded
+        report = api.analyze(
             _require_video(video),
             engines,
             progress=lambda fraction, what: progress(fraction, desc=what),
             max_duration_s=MAX_DURATION_S,
             max_bytes=MAX_UPLOAD_BYTES,
             crop=crop or "track",
+            tolerance=tolerance or None,
             window_s=window_s,
         )
     report.input = Path(video).name  # the upload's name, not where the server keeps it
-    report.tolerance = chosen
     return report
 
 

@@ -162,13 +162,12 @@ def detect(args: argparse.Namespace) -> int:
         raise BadArgument(f"--window must be at least {MIN_TRACK_S:.0f} s")
     if not args.max_duration > 0:
         raise BadArgument("--max-duration must be positive")
-    from syncnet.pipeline import analyze_file
+    from syncnet.api import analyze
     from syncnet.report import summary_lines, track_lines
 
     with _ProgressBar() as bar:
-        report = analyze_file(args.video, args.engine, progress=bar.update, crop=args.crop,
-                              max_duration_s=args.max_duration, window_s=args.window)
-    report.tolerance = args.tolerance
+        report = analyze(args.video, args.engine, progress=bar.update, crop=args.crop, tolerance=args.tolerance,
+                         max_duration_s=args.max_duration, window_s=args.window)
     if args.json:
         print(report.to_json())
     else:

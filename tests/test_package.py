@@ -27,6 +27,11 @@ def _requirement_names(lines: list[str]) -> dict[str, str]:
     return {re.split(r"[=<>\[ ]", pin)[0].lower().replace("_", "-"): pin for pin in pins}
 
 
+def _python_prints(code: str) -> str:
+    """What a fresh interpreter, started in the checkout, prints when it runs ``code``."""
+    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+
+
 def test_pyproject_lists_the_same_dependencies_as_requirements_txt():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     space = _requirement_names((ROOT / "requirements.txt").read_text().splitlines())
@@ -41,8 +46,7 @@ def test_public_names_resolve_and_import_stays_light():
         "names = {n: type(getattr(syncnet, n)).__name__ for n in syncnet.__all__}\n"
         "print(heavy, names)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True).stdout
-    heavy, names = out.split(" ", 1)
+    heavy, names = _python_prints(code).split(" ", 1)
     assert heavy == "[]"
     for name in ("analyze", "analyze_stream", "load_engines", "Report", "SyncNetError", "__version__"):
         assert f"'{name}'" in names
@@ -55,8 +59,7 @@ def test_landmarks_engine_loads_without_torch_or_pyav():
         "engine = load_engine('landmarks')\n"
         "print(engine.name, 'torch' in sys.modules, 'av' in sys.modules)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True).stdout
-    assert out.split() == ["landmarks", "False", "False"]
+    assert _python_prints(code).split() == ["landmarks", "False", "False"]
 
 
 def test_a_missing_file_is_a_syncnet_error():
