@@ -50,11 +50,16 @@ CUT_THRESHOLD = 27.0  # mean HSV change between frames that counts as a scene cu
 CLOSEUP_PAD = 0.3  # if faces are missed, retry on frames padded by this share of their size (webcam close-ups)
 COUNT_EVERY = 25  # frames between the looks that count faces
 PROBE_FRAMES = int(FPS)  # frames at the start of the video and of each shot on which a close-up is looked for
-PIECE_FRAMES = int(20 * FPS)  # a long track is scored in pieces of this many frames (memory stays bounded)
+PIECE_FRAMES = int(5 * FPS)  # tracks go to the engines in pieces of this many frames, as soon as they are cut
 PIECE_CONTEXT = MAX_OFFSET + LIP_WINDOW_FRAMES + 1  # frames of context either side of a piece
 STRIP_SAMPLES = 8  # face and mouth crops kept per track for display (up to twice as many while it runs)
 MOUTH_SIZE = 96  # side of a mouth crop, pixels
 MAX_LAG_FRAMES = MAX_OFFSET  # lags searched when matching lip motion to audio energy
+# A piece's speaking face is judged on the JUDGED_FRAMES up to the piece's end (fewer at the start of a track);
+# on fewer than MIN_JUDGED_FRAMES (the best lag of a correlation over 2 s picks the wrong face about as often as
+# the right one) it is not judged: every face is scored.
+JUDGED_FRAMES = int(10 * FPS)
+MIN_JUDGED_FRAMES = int(4 * FPS)
 
 # S3FD-like face box from the landmark bounding box (side = the larger of its width and height):
 # fitted on the 12 clips of ../shared/clips that are 224x224 face tracks cut in SyncNet's convention
@@ -313,8 +318,9 @@ def scene_cuts(frames: np.ndarray) -> np.ndarray:
 class Piece:
     """A stretch of one face track for the engines: frames [start, stop); only rows of frames in `keep` count.
 
-    Long tracks are scored piece by piece (memory stays bounded); each piece carries PIECE_CONTEXT frames of
-    context on either side of the frames it is kept for, so that the offsets searched stay inside it.
+    Tracks go to the engines piece by piece as they are cut (the engines work while later frames are tracked, and
+    memory stays bounded); each piece carries PIECE_CONTEXT frames of context on either side of the frames it is
+    kept for, so that the offsets searched stay inside it.
     """
 
     track: int  # the track's number (order of appearance)
@@ -325,6 +331,8 @@ class Piece:
     lips: np.ndarray  # float32 (stop - start, 5)
     crops: np.ndarray | None  # uint8 (stop - start, 224, 224, 3), None when no engine needs them
     blendshapes: np.ndarray | None  # float32 (stop - start, 52), None unless asked for
+    last: bool = False  # the last piece of its track
+    speaking: bool | None = None  # no other face on screen with it follows the sound better; None: not judged
 
 
 @dataclass
@@ -507,6 +515,7 @@ class _Track:
             elif keep_stop + PIECE_CONTEXT > self.cut:
                 return out
             out.append(self._piece(self.piece_start, keep_stop, min(keep_stop + PIECE_CONTEXT, self.cut)))
+            out[-1].last = final and keep_stop >= self.length
             self.piece_start = keep_stop
             self._drop(max(0, keep_stop - PIECE_CONTEXT))
 
@@ -596,7 +605,7 @@ class FaceTracker:
         self._link(index, found, frame.shape[:2])
         for track in self.active:
             track.cut_frames(self._recent, final=False)
-            ready += track.pieces(final=False)
+            ready += self._judged(track, track.pieces(final=False))
         self._forget()
         return ready
 
@@ -624,10 +633,34 @@ class FaceTracker:
             self.active.remove(track)
             self.longest = max(self.longest, track.length)
             track.cut_frames(self._recent, final=True)
-            ready += track.pieces(final=True)
+            ready += self._judged(track, track.pieces(final=True))
             if track.length >= MIN_TRACK_FRAMES:
                 self.tracks.append(track.record())
         return ready
+
+    def _judged(self, track: _Track, pieces: list[Piece]) -> list[Piece]:
+        """The pieces, each marked speaking or not: does this face's lip opening follow the sound at least as well
+        as every other face's on the frames they share (see JUDGED_FRAMES and `_winners`)?"""
+        others = [(t.start, t.opening.values()[:, 0]) for t in self.active if t is not track and t.opening.count]
+        others += [(t.start, t.opening) for t in self.tracks]
+        if not pieces or not others:
+            return pieces  # alone: not judged, its track speaks
+        energy = np.concatenate(self.energy)
+        mine = (track.start, track.opening.values()[:, 0])
+        for piece in pieces:
+            hi = piece.keep[1]
+            lo = max(track.start, min(piece.keep[0], hi - JUDGED_FRAMES))
+            if hi - lo < MIN_JUDGED_FRAMES:
+                continue
+            spans, openings = [], []
+            for start, opening in [mine, *others]:
+                a, b = max(lo, start), min(hi, start + len(opening))
+                if b - a >= MIN_TRACK_FRAMES or not spans:
+                    spans.append((a, b))
+                    openings.append(opening[a - start : b - start])
+            winners = _winners(spans, openings, energy)
+            piece.speaking = not winners or 0 in winners
+        return pieces
 
     def _forget(self) -> None:
         """Drop the pictures and samples no active track still has to cut."""

@@ -1,12 +1,15 @@
 """The one call everything goes through: chunks of a clip -> face tracks -> crops, lips -> MFCC -> each engine.
 
 Files, webcam clips and HLS windows all go through `_analyze`: a thread decodes chunks, a thread follows the faces
-in them and cuts pieces of tracks, and the calling thread runs the engines on each piece as it comes, so the stages
-overlap and memory is bounded by the chunks and pieces in flight, not by the length of the video. Every face track
-of at least 1 s is scored on its own; the top-level results pool the distance rows of the speaking faces' tracks
-(the distances averaged over all their windows, so a track weighs by its length).
+in them and cuts pieces of tracks (5 s each), and the calling thread runs the engines on each piece as it comes, so
+the stages overlap and memory is bounded by the chunks and pieces in flight, not by the length of the video. Every
+face track of at least 1 s is scored on its own. Where faces share the screen, each piece is judged: the face whose
+lips follow the sound best speaks, and the SyncNet engines score only it (the landmarks engine, which costs next to
+nothing, scores every face). The top-level results pool the distance rows of the speaking faces (the distances
+averaged over all their windows, so a stretch weighs by its length).
 
-Engines are loaded once per process and shared by every later call (the app, the CLI, the HLS monitor).
+Engines are loaded once per process, in the background of the first analysis, and shared by every later call
+(the app, the CLI, the HLS monitor).
 """
 from __future__ import annotations
 
@@ -15,7 +18,8 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TypeVar
 
@@ -23,7 +27,7 @@ import numpy as np
 
 from syncnet import engines as registry
 from syncnet.audio import mfcc
-from syncnet.constants import CROP_PROTOCOLS, CROP_SIZE, FPS, MIN_TRACK_S
+from syncnet.constants import CROP_PROTOCOLS, CROP_SIZE, FPS, MIN_TRACK_S, SAMPLES_PER_FRAME
 from syncnet.engines import ENGINE_NAMES, Engine, EngineInput, Skipped
 from syncnet.errors import BadArgument, SilentAudioError, SyncNetError
 from syncnet.faces import PIECE_CONTEXT, PIECE_FRAMES, FaceTracker, Piece
@@ -152,13 +156,15 @@ def _analyze(
     crop: str,
     window_s: float | None,
 ) -> Report:
-    """Decode, faces and engines overlapped: a decoding thread and a face thread feed the engines in this one."""
-    engines, skipped = get_engines(engine_names)
+    """Decode, faces and engines overlapped: a decoding thread and a face thread feed the engines in this one,
+    while a fourth thread loads the engines (they are first needed when the first piece of a track is cut)."""
+    names = resolve_engines(engine_names)
+    loading = _load_in_background(names)
     started = time.perf_counter()
     timing = _Timing()
-    needs_crops = any(e.name in CROP_ENGINES for e in engines)
+    needs_crops = any(name in CROP_ENGINES for name in names)
     full_frame = crop == "full-frame"
-    scorer = _Scorer(engines, timing, full_frame)
+    scorer = _Scorer(loading, timing, full_frame)
     sound = _SoundCheck()
     with FaceTracker(crops=needs_crops and not full_frame, blendshapes=True) as tracker:
         decoded = _in_background(timing.timed("decode", chunks), CHUNK_QUEUE, "decode")
@@ -171,13 +177,25 @@ def _analyze(
                 _report(progress, min(0.99, done / expected_frames), what)
     timing.seconds["total"] = time.perf_counter() - started
     _report(progress, 1.0, "done")
-    return _build_report(source, tracker, scorer, timing, skipped, crop, window_s)
+    return _build_report(source, tracker, scorer, timing, scorer.skipped, crop, window_s)
+
+
+def _load_in_background(names: list[str]) -> Future[tuple[list[Engine], list[Skipped]]]:
+    """`get_engines(names)` in a thread of its own: its result (or error) comes from the future."""
+    pool = ThreadPoolExecutor(1, thread_name_prefix="syncnet-load")
+    try:
+        return pool.submit(get_engines, names)
+    finally:
+        pool.shutdown(wait=False)  # the thread ends when the engines are loaded
 
 
 CHUNK_QUEUE = 2  # decoded chunks waiting for the face stage (1 s each)
-PIECE_QUEUE = 1  # pieces waiting for the engines (20 s each at most)
+PIECE_QUEUE = 2  # pieces waiting for the engines (5 s each at most)
 CROP_ENGINES = ("syncnet", "fcn")  # the engines that look at face crops
 MIN_ROWS = int(MIN_TRACK_S * FPS) // 2  # fewer distance rows than this (0.5 s) give no result
+# Engines that standardise over their whole input (landmarks) see consecutive pieces of a track joined up to this
+# many kept frames (the crop engines look at each window on its own and get the pieces as they come).
+JOINED_PIECE_FRAMES = int(20 * FPS)
 
 
 class _Timing:
@@ -264,7 +282,11 @@ class _FullFrameTrack:
         return ready
 
     def finish(self) -> list[Piece]:
-        return [self._piece(self.count)] if self.keep_start < self.count else []
+        if self.keep_start >= self.count:
+            return []
+        piece = self._piece(self.count)
+        piece.last = True
+        return [piece]
 
     def _piece(self, keep_stop: int) -> Piece:
         start, stop = max(0, self.keep_start - PIECE_CONTEXT), min(self.count, keep_stop + PIECE_CONTEXT)
@@ -281,14 +303,54 @@ class _FullFrameTrack:
 FULL_FRAME_TRACK = -1  # the track number of the full-frame "track"
 
 
-class _Scorer:
-    """Runs the engines on each piece and keeps, per (track, engine), the distance rows of the frames it keeps."""
+def join_pieces(pieces: Sequence[Piece]) -> Piece:
+    """Consecutive pieces of one track as one piece: frames from the first's start to the last's stop, kept from
+    the first's kept start to the last's kept stop (each later piece adds the frames after its predecessor's)."""
+    first = pieces[0]
+    skips = [0] + [before.stop - after.start for before, after in zip(pieces, pieces[1:], strict=False)]
 
-    def __init__(self, engines: list[Engine], timing: _Timing, full_frame: bool):
-        self.engines = engines
+    def joined(field: str, per_frame: int = 1) -> np.ndarray | None:
+        parts = [getattr(p, field) for p in pieces]
+        if any(part is None for part in parts):
+            return None
+        return np.concatenate([part[skip * per_frame :] for part, skip in zip(parts, skips, strict=True)])
+
+    return Piece(
+        track=first.track,
+        start=first.start,
+        stop=pieces[-1].stop,
+        keep=(first.keep[0], pieces[-1].keep[1]),
+        audio=joined("audio", SAMPLES_PER_FRAME),
+        lips=joined("lips"),
+        crops=joined("crops"),
+        blendshapes=joined("blendshapes"),
+        last=pieces[-1].last,
+    )
+
+
+class _Scorer:
+    """Runs the engines on each piece and keeps, per (track, engine), the distance rows of the frames it keeps.
+
+    The crop engines get every piece as it comes, asked for the rows of its kept frames only, unless another face
+    on screen with it speaks (`Piece.speaking`); the other engines get all of a track's pieces, joined (see
+    JOINED_PIECE_FRAMES)."""
+
+    def __init__(self, loading: Future[tuple[list[Engine], list[Skipped]]], timing: _Timing, full_frame: bool):
+        self.loading = loading
         self.timing = timing
         self.full_frame = full_frame
         self.rows: dict[tuple[int, str], list[tuple[np.ndarray, np.ndarray]]] = {}  # (frames, dists) per piece
+        self.pending: dict[int, list[Piece]] = {}  # per track: pieces (without crops) not yet joined
+        self.judged: dict[int, list[tuple[int, int, bool]]] = {}  # per track: (first, stop, speaking) of pieces
+        self.track_speaks: dict[int, bool] = {}  # per track: does it speak over its whole length (set at the end)
+
+    @property
+    def engines(self) -> list[Engine]:
+        return self.loading.result()[0]
+
+    @property
+    def skipped(self) -> list[Skipped]:
+        return self.loading.result()[1]
 
     def engines_for(self, piece: Piece) -> list[Engine]:
         """Full-frame protocol: the crop engines see the full frames, the landmarks engine the face tracks."""
@@ -299,19 +361,37 @@ class _Scorer:
 
     def score(self, piece: Piece) -> None:
         engines = self.engines_for(piece)
-        if not engines:
-            return
+        crop_engines = [e for e in engines if e.name in CROP_ENGINES]
+        if piece.speaking is not None:
+            self.judged.setdefault(piece.track, []).append((*piece.keep, piece.speaking))
+        if crop_engines and piece.speaking is not False:  # another face on screen speaks: SyncNet scores that one
+            self._run(piece, crop_engines)
+        others = [e for e in engines if e.name not in CROP_ENGINES]
+        if others and (joined := self._join(piece)) is not None:
+            self._run(joined, others)
+
+    def _join(self, piece: Piece) -> Piece | None:
+        """The track's pending pieces joined, once they keep JOINED_PIECE_FRAMES frames or the track has ended."""
+        pending = self.pending.setdefault(piece.track, [])
+        pending.append(replace(piece, crops=None))
+        if not piece.last and pending[-1].keep[1] - pending[0].keep[0] < JOINED_PIECE_FRAMES:
+            return None
+        del self.pending[piece.track]
+        return join_pieces(pending)
+
+    def _run(self, piece: Piece, engines: list[Engine]) -> None:
         started = time.perf_counter()
         features = mfcc(piece.audio) if any(e.name in CROP_ENGINES for e in engines) else np.zeros((13, 0))
         self.timing.add("mfcc", time.perf_counter() - started)
         crops = piece.crops if piece.crops is not None else np.zeros((0, CROP_SIZE, CROP_SIZE, 3), np.uint8)
+        first_row = piece.keep[0] - piece.start
         inputs = EngineInput(crops=crops, audio=piece.audio, mfcc=features, lips=piece.lips,
-                             blendshapes=piece.blendshapes)
+                             blendshapes=piece.blendshapes, rows=(first_row, piece.keep[1] - piece.start))
         for engine in engines:
             started = time.perf_counter()
             dists = engine.run(inputs).window_dists
             self.timing.add(engine.name, time.perf_counter() - started)
-            frames = piece.start + np.arange(len(dists))
+            frames = piece.start + first_row + np.arange(len(dists))
             kept = (frames >= piece.keep[0]) & (frames < piece.keep[1])
             self.rows.setdefault((piece.track, engine.name), []).append((frames[kept], dists[kept]))
 
@@ -320,7 +400,31 @@ class _Scorer:
     ) -> Scored | None:
         """The engine's result over the rows of these tracks (within frames [span) if given) and the frame of each
         row; None without enough rows."""
-        parts = [part for track in tracks for part in self.rows.get((track, engine.name), [])]
+        return self._summarize(engine, [part for t in tracks for part in self.rows.get((t, engine.name), [])], span,
+                               min_rows)
+
+    def results(self, tracks: Sequence[int], span: tuple[int, int] | None = None, min_rows: int = MIN_ROWS
+                ) -> list[Scored]:
+        return [scored for e in self.engines if (scored := self.result(e, tracks, span, min_rows)) is not None]
+
+    def speaking_results(self, span: tuple[int, int] | None = None, min_rows: int = MIN_ROWS) -> list[Scored]:
+        """Results over the rows of the speaking faces: the frames of pieces judged speaking, and of pieces not
+        judged whose track speaks over its whole length (`track_speaks`)."""
+        return [scored for e in self.engines if (scored := self._summarize(e, self._speaking_parts(e), span,
+                                                                            min_rows)) is not None]
+
+    def _speaking_parts(self, engine: Engine) -> list[tuple[np.ndarray, np.ndarray]]:
+        parts = []
+        for (track, name), pieces in self.rows.items():
+            for frames, dists in pieces if name == engine.name else []:
+                speaks = np.full(len(frames), self.track_speaks.get(track, True))
+                for first, stop, speaking in self.judged.get(track, []):
+                    speaks[(frames >= first) & (frames < stop)] = speaking
+                parts.append((frames[speaks], dists[speaks]))
+        return parts
+
+    def _summarize(self, engine: Engine, parts: list[tuple[np.ndarray, np.ndarray]], span: tuple[int, int] | None,
+                   min_rows: int) -> Scored | None:
         frames = np.concatenate([f for f, _ in parts]) if parts else np.zeros(0, int)
         dists = np.concatenate([d for _, d in parts]) if parts else np.zeros((0, len(OFFSETS)))
         if span is not None:
@@ -331,10 +435,6 @@ class _Scorer:
         order = np.argsort(frames, kind="stable")
         result = summarize(engine.name, dists[order], engine.calibration, self.timing.seconds.get(engine.name, 0.0))
         return result, frames[order]
-
-    def results(self, tracks: Sequence[int], span: tuple[int, int] | None = None, min_rows: int = MIN_ROWS
-                ) -> list[Scored]:
-        return [scored for e in self.engines if (scored := self.result(e, tracks, span, min_rows)) is not None]
 
 
 Scored = tuple[SyncResult, np.ndarray]  # a result and the frame of each of its distance rows
@@ -349,12 +449,11 @@ def _build_report(
         TrackReport(t.start, t.stop, [r for r, _ in scorer.results([t.number])], t.speaking, t.where())
         for t in tracker.tracks
     ]
-    speaking = [t.number for t in tracker.tracks if t.speaking]
+    scorer.track_speaks = {t.number: t.speaking for t in tracker.tracks}
     whole = [r for r, _ in scorer.results([FULL_FRAME_TRACK])]
     if whole:  # the full-frame protocol with a crop engine
         tracks.insert(0, TrackReport(0, num_frames, whole, True, "full frame"))
-        speaking.append(FULL_FRAME_TRACK)
-    combined = scorer.results(speaking)
+    combined = scorer.speaking_results()
     results = [r for r, _ in combined]
     shown = max((t for t in tracker.tracks if t.speaking), key=lambda t: t.num_frames)
     report = Report(
@@ -373,20 +472,19 @@ def _build_report(
         result_frames={r.engine: frames for r, frames in combined},
     )
     if window_s is not None:
-        report.windows, report.drift = _windows(scorer, speaking, num_frames, window_s)
+        report.windows, report.drift = _windows(scorer, num_frames, window_s)
     return report
 
 
-def _windows(scorer: _Scorer, tracks: list[int], num_frames: int, window_s: float) -> tuple[list[WindowResult],
-                                                                                            list[Drift]]:
-    """Results per window of `window_s` seconds (over the speaking tracks), and each engine's drift over them.
+def _windows(scorer: _Scorer, num_frames: int, window_s: float) -> tuple[list[WindowResult], list[Drift]]:
+    """Results per window of `window_s` seconds (over the speaking faces), and each engine's drift over them.
 
     A window where the speaking faces give fewer distance rows than half the window has no results."""
     step = max(1, int(round(window_s * FPS)))
     windows = []
     for start in range(0, num_frames, step):
         stop = min(num_frames, start + step)
-        results = [r for r, _ in scorer.results(tracks, (start, stop), max(MIN_ROWS, step // 2))]
+        results = [r for r, _ in scorer.speaking_results((start, stop), max(MIN_ROWS, step // 2))]
         windows.append(WindowResult(start / FPS, stop / FPS, results))
     drift = []
     for engine in scorer.engines:

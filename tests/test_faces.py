@@ -7,7 +7,7 @@ import pytest
 
 from syncnet import faces
 from syncnet.faces import FaceModelError, FaceTrack, NoFaceError, crop_faces, lip_shapes, mouth_crops, track_face
-from syncnet.media import SAMPLES_PER_FRAME, load_media
+from syncnet.media import SAMPLES_PER_FRAME, Media, load_media, media_chunks
 from tests.paths import CLIPS
 
 
@@ -215,3 +215,20 @@ def test_faces_are_compared_on_the_frames_they_share():
     ]
     assert segments[1].speaking_score > segments[0].speaking_score
     assert faces._choose(segments, [speaker, other], energy) == 0
+
+
+@pytest.mark.slow
+def test_pieces_of_the_silent_face_are_not_speaking(speaker, other, monkeypatch):
+    """Two faces side by side, one soundtrack: every piece of the speaker's track is marked speaking and every piece
+    of the other face's track judged on enough frames is not, so the SyncNet engines score only the speaker."""
+    monkeypatch.setattr(faces, "PIECE_FRAMES", 25)  # 1 s pieces: several per track, the first ones not judged
+    frames, n = side_by_side(speaker, other)
+    media = Media(frames, speaker.audio[: n * SAMPLES_PER_FRAME], n / 25, "<memory>", 0.0, None)
+    with faces.FaceTracker(crops=False) as tracker:
+        pieces = [p for chunk in media_chunks(media) for p in tracker.add(chunk)] + tracker.finish()
+    judged = [p for p in pieces if p.keep[1] >= faces.MIN_JUDGED_FRAMES]
+    assert len({p.track for p in pieces}) == 2 and len(judged) >= 4
+    assert all(p.speaking is None for p in pieces if p.keep[1] < faces.MIN_JUDGED_FRAMES)  # too little to judge
+    speaking_track = next(t for t in tracker.tracks if t.speaking)
+    assert {p.track for p in judged if p.speaking} == {speaking_track.number}
+    assert np.median(speaking_track.boxes[:, [0, 2]].mean(axis=1)) < frames.shape[2] / 2  # the speaker is on the left

@@ -87,6 +87,25 @@ def test_long_track_scored_in_pieces_matches_one_pass(monkeypatch, synthetic_wei
     np.testing.assert_allclose(np.concatenate(rows), one_pass.window_dists, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow
+def test_joined_pieces_equal_one_longer_piece(monkeypatch):
+    """Short pieces (for the crop engines) joined for the landmarks engine give exactly the longer piece."""
+    media = load_media(CLIPS / "syncnet_example.avi")
+
+    def pieces(frames_per_piece: int) -> list[faces.Piece]:
+        monkeypatch.setattr(faces, "PIECE_FRAMES", frames_per_piece)
+        with faces.FaceTracker(crops=True, blendshapes=True) as tracker:
+            return [p for chunk in media_chunks(media) for p in tracker.add(chunk)] + tracker.finish()
+
+    short, long = pieces(100), pieces(400)
+    assert [p.last for p in short] == [False, False, False, True] and len(long) == 1 and long[0].last
+    joined = pipeline.join_pieces(short)
+    assert (joined.track, joined.start, joined.stop, joined.keep) == (long[0].track, long[0].start, long[0].stop,
+                                                                      long[0].keep)
+    for field in ("audio", "lips", "crops", "blendshapes"):
+        assert np.array_equal(getattr(joined, field), getattr(long[0], field)), field
+
+
 def _mfcc(audio: np.ndarray) -> np.ndarray:
     from syncnet.audio import mfcc
 
