@@ -38,6 +38,7 @@ from syncnet.plots import sample_frames
 from syncnet.protocols import full_frame_crops
 from syncnet.report import Drift, Report, TrackReport, WindowResult, drift_ms_per_minute
 from syncnet.scoring import OFFSETS, SyncResult, summarize
+from syncnet.verdict import has_signal
 
 log = logging.getLogger(__name__)
 
@@ -479,7 +480,8 @@ def _build_report(
 def _windows(scorer: _Scorer, num_frames: int, window_s: float) -> tuple[list[WindowResult], list[Drift]]:
     """Results per window of `window_s` seconds (over the speaking faces), and each engine's drift over them.
 
-    A window where the speaking faces give fewer distance rows than half the window has no results."""
+    A window where the speaking faces give fewer distance rows than half the window has no results. The drift is
+    fitted over the windows where that engine finds a sync signal (a no_signal window's offset is chance)."""
     step = max(1, int(round(window_s * FPS)))
     windows = []
     for start in range(0, num_frames, step):
@@ -489,14 +491,14 @@ def _windows(scorer: _Scorer, num_frames: int, window_s: float) -> tuple[list[Wi
     drift = []
     for engine in scorer.engines:
         points = [((w.t_start + w.t_end) / 2, r.calibrated_offset_ms) for w in windows for r in w.results
-                  if r.engine == engine.name]
+                  if r.engine == engine.name and has_signal(r)]
         if len(points) >= MIN_DRIFT_WINDOWS:
             times, offsets = zip(*points, strict=True)
             drift.append(Drift(engine.name, drift_ms_per_minute(times, offsets), len(points)))
     return windows, drift
 
 
-MIN_DRIFT_WINDOWS = 3  # windows with a result needed before a drift is given
+MIN_DRIFT_WINDOWS = 3  # windows with a sync signal needed before a drift is given
 
 
 def _describe(tracker: FaceTracker) -> str:

@@ -10,6 +10,7 @@ from matplotlib.figure import Figure  # no pyplot: figures are plain objects (th
 
 from syncnet.constants import FPS
 from syncnet.scoring import OFFSETS, SyncResult
+from syncnet.verdict import has_signal
 
 if TYPE_CHECKING:
     from syncnet.report import Report
@@ -17,6 +18,7 @@ if TYPE_CHECKING:
 STRIP_FRAMES = 8  # crops shown in the strip
 STRIP_HEIGHT = 112  # pixels per row of the strip
 PANEL_SIZE = (3.6, 2.8)  # inches per engine panel
+NO_SIGNAL_COLOUR = "grey"  # windows without a sync signal: hollow points, outside the drift's line
 
 
 def plot_distances(results: Sequence[SyncResult]) -> Figure:
@@ -66,7 +68,10 @@ def plot_confidence(
 
 
 def plot_offsets(report: Report) -> Figure:
-    """Calibrated offset (ms) over time: a bar per face track and engine, a point per window, the drift."""
+    """Calibrated offset (ms) over time: a bar per face track and engine, a point per window, the drift.
+
+    A window whose result has no sync signal is a hollow grey point, not joined to the engine's line: its offset is
+    chance, and the drift leaves it out too."""
     fig = Figure(figsize=(PANEL_SIZE[0] * 2, PANEL_SIZE[1]))
     ax = fig.subplots()
     engines = list(dict.fromkeys(r.engine for t in report.tracks for r in t.results))
@@ -75,15 +80,20 @@ def plot_offsets(report: Report) -> Figure:
         for r in track.results:
             ax.plot([track.t_start, track.t_end], [r.calibrated_offset_ms] * 2, color=colours[r.engine],
                     linewidth=3 if track.speaking else 1, alpha=1.0 if track.speaking else 0.4)
+    chance = [((w.t_start + w.t_end) / 2, r.calibrated_offset_ms) for w in report.windows or []
+              for r in w.results if not has_signal(r)]
     for engine in engines:
         points = [((w.t_start + w.t_end) / 2, r.calibrated_offset_ms) for w in report.windows or []
-                  for r in w.results if r.engine == engine]
+                  for r in w.results if r.engine == engine and has_signal(r)]
         drift = next((d for d in report.drift if d.engine == engine), None)
         label = engine if drift is None else f"{engine} (drift {drift.ms_per_minute:+.0f} ms/min)"
         if points:
             ax.plot(*zip(*points, strict=True), "o--", color=colours[engine], markersize=4, label=label)
         else:
             ax.plot([], [], color=colours[engine], label=label)
+    if chance:
+        ax.plot(*zip(*chance, strict=True), "o", color=NO_SIGNAL_COLOUR, markerfacecolor="none", markersize=4,
+                label="no sync signal")
     ax.axhline(0, color="grey", linewidth=0.5)
     ax.set_xlabel("time (s)")
     ax.set_ylabel("offset (ms, + = audio early)")

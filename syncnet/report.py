@@ -168,7 +168,7 @@ def drift_ms_per_minute(times_s: Sequence[float], offsets_ms: Sequence[float]) -
 
 
 def track_lines(report: Report) -> list[str]:
-    """Plain lines for the face tracks, the windows and the drift (after `summary_lines`)."""
+    """Plain lines for the face tracks, the windows (each led by its verdict), the drift (after `summary_lines`)."""
     def found(results: list[SyncResult]) -> str:
         text = ", ".join(f"{r.engine} {r.offset_frames:+d} (confidence {r.confidence:.2f})" for r in results)
         return text or "too little of a speaking face to score"
@@ -178,9 +178,10 @@ def track_lines(report: Report) -> list[str]:
         speaking = "speaking" if t.speaking else "not speaking"
         lines.append(f"  track {t.t_start:7.2f} - {t.t_end:7.2f} s, face {t.face}, {speaking}: {found(t.results)}")
     for w in report.windows or []:
-        lines.append(f"  window {w.t_start:7.2f} - {w.t_end:7.2f} s: {found(w.results)}")
-    lines += [f"  drift {d.engine}: {d.ms_per_minute:+.1f} ms per minute over {d.windows} windows"
-              for d in report.drift]
+        verdict = f"{describe_preferred(w.results, report.tolerance)}; " if w.results else ""
+        lines.append(f"  window {w.t_start:7.2f} - {w.t_end:7.2f} s: {verdict}{found(w.results)}")
+    lines += [f"  drift {d.engine}: {d.ms_per_minute:+.1f} ms per minute over {d.windows} windows with a sync "
+              "signal" for d in report.drift]
     return lines
 
 
@@ -257,10 +258,15 @@ def describe_offset(result: SyncResult, tolerance: Tolerance = DEFAULT_TOLERANCE
 
 def describe_verdict(report: Report) -> str:
     """The top-level verdict in words, with the engine that gave it."""
-    best = preferred_result(report.results)
+    return describe_preferred(report.results, report.tolerance)
+
+
+def describe_preferred(results: Sequence[SyncResult], tolerance: Tolerance = DEFAULT_TOLERANCE) -> str:
+    """The most trusted engine's verdict among ``results`` in words, with that engine (a report's, a window's)."""
+    best = preferred_result(results)
     if best is None:
         return "no engine could run"
-    return f"{describe_offset(best, report.tolerance)} ({best.engine})"
+    return f"{describe_offset(best, tolerance)} ({best.engine})"
 
 
 def describe_fix(offset_frames: float) -> str:

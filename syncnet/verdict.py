@@ -104,6 +104,11 @@ def verdict_of(result: SyncResult, tolerance: Tolerance = DEFAULT_TOLERANCE) -> 
     return judge(result.calibrated_offset_ms, result.confidence, threshold, tolerance)
 
 
+def has_signal(result: SyncResult) -> bool:
+    """Whether the result's verdict is anything but ``no_signal`` (which no tolerance changes): its offset counts."""
+    return verdict_of(result) != NO_SIGNAL
+
+
 def said_ms(offset_ms: float) -> float:
     """The offset as it is said and corrected: to the nearest FIX_STEP_MS."""
     return round(offset_ms / FIX_STEP_MS) * FIX_STEP_MS

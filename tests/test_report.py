@@ -6,8 +6,19 @@ import pytest
 
 from syncnet import plots
 from syncnet.engines import Skipped
-from syncnet.report import Report, describe_fix, describe_offset, result_rows, window_to_dict
+from syncnet.report import (
+    Report,
+    TrackReport,
+    WindowResult,
+    describe_fix,
+    describe_offset,
+    describe_verdict,
+    result_rows,
+    track_lines,
+    window_to_dict,
+)
 from syncnet.scoring import OFFSETS, Calibration, summarize
+from syncnet.verdict import Tolerance
 
 
 def _result(engine: str, offset: int, windows: int = 12, calibration: Calibration = Calibration()):
@@ -126,3 +137,35 @@ def test_plots_and_crop_strip():
     assert strip.dtype == np.uint8 and strip.shape == (2 * plots.STRIP_HEIGHT, 8 * 2 * plots.STRIP_HEIGHT, 3)
     assert strip[0, 0, 0] == 200 and strip[plots.STRIP_HEIGHT, 0, 0] == 50
     assert plots.crop_strip(None, None) is None
+
+
+def _windowed_report() -> Report:
+    """Three 5 s windows: syncnet sure of +3 frames (with landmarks), syncnet faint at +9 (no signal), nothing."""
+    faint = summarize("syncnet", 10.0 + 0.01 * np.abs(OFFSETS - 9)[None, :].repeat(12, axis=0))
+    report = _report()
+    report.tracks = [TrackReport(0, 375, report.results, True, "on the left")]
+    report.windows = [WindowResult(0.0, 5.0, report.results), WindowResult(5.0, 10.0, [faint]),
+                      WindowResult(10.0, 15.0, [])]
+    return report
+
+
+def test_window_lines_lead_with_the_windows_verdict_in_the_reports_words():
+    report = _windowed_report()
+    sure, faint, empty = [line for line in track_lines(report) if line.startswith("  window")]
+    assert sure.startswith("  window    0.00 -    5.00 s: audio is 120 ms early: delay it by 120 ms (syncnet); "
+                           "syncnet +3")
+    assert describe_verdict(report) in sure  # the window has the report's results: the same words
+    assert faint.startswith("  window    5.00 -   10.00 s: no sync signal: this sound does not follow these lips "
+                            "(syncnet); syncnet +9 (confidence 0.09)")
+    assert empty == "  window   10.00 -   15.00 s: too little of a speaking face to score"
+    report.tolerance = Tolerance(200.0, 200.0)
+    assert "s: in sync: 120 ms early is below what viewers notice (syncnet); " in track_lines(report)[1]
+
+
+def test_offset_plot_greys_out_windows_without_a_signal():
+    report = _windowed_report()
+    lines = {line.get_label(): line for line in plots.plot_offsets(report).axes[0].get_lines()}
+    assert list(lines["syncnet"].get_xdata()) == [2.5]  # the faint window is not on syncnet's line
+    assert list(lines["no sync signal"].get_xdata()) == [7.5]
+    assert lines["no sync signal"].get_markerfacecolor() == "none"
+    assert plots.render(plots.plot_offsets(report)).dtype == np.uint8

@@ -12,8 +12,9 @@ from syncnet import faces, pipeline
 from syncnet.engines import EngineInput, load_engine
 from syncnet.media import SAMPLES_PER_FRAME, load_media, media_chunks
 from syncnet.protocols import full_frame_crops
-from syncnet.report import drift_ms_per_minute
+from syncnet.report import Report, drift_ms_per_minute
 from syncnet.scoring import OFFSETS, Calibration
+from syncnet.verdict import AUDIO_EARLY, IN_SYNC, NO_SIGNAL, verdict_of
 from tests.media_tools import ffmpeg
 from tests.paths import CLIPS
 
@@ -173,24 +174,50 @@ def test_full_frame_protocol_feeds_whole_frames_to_the_crop_engines(tmp_path, mo
     np.testing.assert_allclose(whole.results[0].dists, direct.dists, rtol=1e-6)
 
 
-def test_windows_and_drift_from_the_distance_rows():
-    """Two minutes whose offset steps from 0 to +2 frames halfway: 30 s windows read 0, 0, 80, 80 ms (64 ms/min)."""
+def _step_scorer(signal: np.ndarray) -> pipeline._Scorer:
+    """Landmarks rows over len(signal) frames: where ``signal``, sure of 0 frames up to 1500 and +2 after; elsewhere a
+    faint minimum at +15 (600 ms), far below the no-signal threshold."""
 
     class Engine:
         name = "landmarks"
         calibration = Calibration()
 
     scorer = pipeline._Scorer([Engine()], pipeline._Timing(), full_frame=False)
-    frames = np.arange(3000)
+    frames = np.arange(len(signal))
     true_offset = np.where(frames < 1500, 0, 2)
-    dists = np.abs(OFFSETS[None, :] - true_offset[:, None]).astype(float)  # V-shaped, minimum at the true offset
-    scorer.rows[(0, "landmarks")] = [(frames, dists)]
-    windows, drift = pipeline._windows(scorer, [0], len(frames), 30.0)
+    sure = np.abs(OFFSETS[None, :] - true_offset[:, None]).astype(float)  # V-shaped, minimum at the true offset
+    faint = np.broadcast_to(1e-3 * np.abs(OFFSETS - 15.0), sure.shape)
+    scorer.rows[(0, "landmarks")] = [(frames, np.where(signal[:, None], sure, faint))]
+    return scorer
+
+
+def test_windows_and_drift_from_the_distance_rows():
+    """Two minutes whose offset steps from 0 to +2 frames halfway: 30 s windows read 0, 0, 80, 80 ms (64 ms/min)."""
+    windows, drift = pipeline._windows(_step_scorer(np.ones(3000, bool)), [0], 3000, 30.0)
     assert [(w.t_start, w.t_end) for w in windows] == [(0, 30), (30, 60), (60, 90), (90, 120)]
     assert [w.results[0].calibrated_offset_ms for w in windows] == [0, 0, 80, 80]
     assert [(d.engine, d.windows) for d in drift] == [("landmarks", 4)]
     assert drift[0].ms_per_minute == pytest.approx(64.0)
     assert drift_ms_per_minute([0, 60, 120], [10, 20, 30]) == pytest.approx(10.0)
+
+
+def test_drift_leaves_out_windows_without_a_sync_signal():
+    """A fifth window with no signal reads +600 ms by chance: the drift and its window count stay as without it."""
+    signal = np.arange(3750) < 3000
+    windows, drift = pipeline._windows(_step_scorer(signal), [0], len(signal), 30.0)
+    chance = windows[4].results[0]
+    assert chance.calibrated_offset_ms == pytest.approx(600) and verdict_of(chance) == NO_SIGNAL
+    assert [(d.engine, d.windows) for d in drift] == [("landmarks", 4)]
+    assert drift[0].ms_per_minute == pytest.approx(64.0)
+    assert drift_ms_per_minute([15, 45, 75, 105, 135], [0, 0, 80, 80, 600]) > 200  # what the chance window would do
+    shown = Report("clip.mp4", 150.0, 3750, [], {}, [], windows=windows, drift=drift).to_dict()["windows"]
+    assert [w["results"][0]["verdict"] for w in shown] == [IN_SYNC, IN_SYNC, AUDIO_EARLY, AUDIO_EARLY, NO_SIGNAL]
+
+
+def test_no_drift_from_fewer_signal_windows_than_the_minimum():
+    signal = np.arange(3750) < 750 * (pipeline.MIN_DRIFT_WINDOWS - 1)
+    windows, drift = pipeline._windows(_step_scorer(signal), [0], len(signal), 30.0)
+    assert all(w.results for w in windows) and drift == []
 
 
 @pytest.mark.slow

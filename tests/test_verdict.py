@@ -21,6 +21,7 @@ from syncnet.verdict import (
     Tolerance,
     describe,
     fix_frames,
+    has_signal,
     judge,
     parse_tolerance,
     verdict_of,
@@ -118,6 +119,14 @@ def test_result_verdict_uses_that_engines_threshold():
     assert card.no_signal_threshold("landmarks", 500) == pytest.approx(low / 2)
     assert verdict_of(_result("landmarks", 4, 0.6 * low / 8, windows=500)) == AUDIO_EARLY
     assert card.no_signal_threshold("syncnet", 500) == card.no_signal_threshold("syncnet")  # published: fixed
+
+
+def test_has_signal_is_the_verdict_not_being_no_signal_whatever_the_tolerance():
+    low = card.no_signal_threshold("landmarks", 125)
+    weak, strong = _result("landmarks", 4, 0.9 * low / 8), _result("landmarks", 4, 1.1 * low / 8)
+    assert not has_signal(weak) and has_signal(strong)
+    for tolerance in [*PRESETS.values(), Tolerance(0.0, 0.0), Tolerance(600.0, 600.0)]:
+        assert verdict_of(weak, tolerance) == NO_SIGNAL != verdict_of(strong, tolerance)
 
 
 def test_top_level_verdict_is_the_most_trusted_engines():
