@@ -9,7 +9,7 @@ from typing import Protocol
 
 import numpy as np
 
-from syncnet.errors import BadArgument, SyncNetError
+from syncnet.errors import BadArgument, EngineInputError, SyncNetError
 from syncnet.scoring import SyncResult
 
 log = logging.getLogger(__name__)
@@ -33,6 +33,10 @@ class EngineInput:
 
     Video frame i goes with audio samples ``SAMPLES_PER_FRAME * i`` to ``SAMPLES_PER_FRAME * (i + 1)``
     and MFCC columns ``4 * i`` to ``4 * i + 3``.
+
+    ``rows = (lo, hi)`` asks for the distance rows of windows ``lo..hi-1`` only (indices from the input's first
+    frame; None: all of them), so that an engine can skip the lips of context frames; the audio is still the whole
+    input's, as a row pairs its lips with audio up to ``MAX_OFFSET`` windows away. See :class:`Engine`.
     """
 
     crops: np.ndarray  # uint8 (T, 224, 224, 3) RGB face crops in SyncNet's convention
@@ -40,12 +44,35 @@ class EngineInput:
     mfcc: np.ndarray  # (13, 4T) MFCC as SyncNet was trained on
     lips: np.ndarray  # float32 (T, K) lip-shape series (see syncnet.faces.lip_shapes)
     blendshapes: np.ndarray | None = None  # float32 (T, 52) MediaPipe face blendshape scores, when available
+    rows: tuple[int, int] | None = None  # [lo, hi): the distance rows wanted; None: all
 
 
 class Engine(Protocol):
+    """Scores one :class:`EngineInput`.
+
+    ``run`` returns a SyncResult whose ``window_dists`` has one row per window i of the ``n`` it scores (lip frames
+    i..i+4; frame i for the landmarks engine). With ``inputs.rows = (lo, hi)`` it has exactly the rows
+    ``[max(lo, 0), min(hi, n))`` (:func:`row_span`; a range that leaves none is an EngineInputError): row k is window
+    ``max(lo, 0) + k``, computed by the same operations on the same data as that row of the full run (equal to it,
+    but for the last bits where a backend's kernel sums in another order for another batch size). Offset, LSE-D, LSE-C
+    and frame confidences are those of the returned rows (:func:`syncnet.scoring.summarize`).
+    """
+
     name: str
 
     def run(self, inputs: EngineInput) -> SyncResult: ...
+
+
+def row_span(rows: tuple[int, int] | None, n: int) -> tuple[int, int]:
+    """The rows ``[lo, hi)`` an engine scoring ``n`` windows returns for ``EngineInput.rows``: all for None, else
+    ``rows`` clipped to ``[0, n)``; EngineInputError when that leaves none (an empty or inverted range, or one
+    outside the input)."""
+    if rows is None:
+        return 0, n
+    lo, hi = max(int(rows[0]), 0), min(int(rows[1]), n)
+    if lo >= hi:
+        raise EngineInputError(f"rows [{rows[0]}, {rows[1]}) select none of this input's {n} windows")
+    return lo, hi
 
 
 @dataclass(frozen=True)

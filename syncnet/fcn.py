@@ -27,6 +27,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.nn.modules.utils import _triple
 
+from syncnet.engines import row_span
 from syncnet.errors import BadArgument
 from syncnet.gpu import device as default_device
 from syncnet.model import (
@@ -242,14 +243,16 @@ class FCNSyncNet(nn.Module):
 
 
 @torch.inference_mode()
-def distance_matrix(lip: torch.Tensor, aud: torch.Tensor, max_offset: int = MAX_OFFSET) -> np.ndarray:
+def distance_matrix(lip: torch.Tensor, aud: torch.Tensor, max_offset: int = MAX_OFFSET, first: int = 0) -> np.ndarray:
     """(W, 2*max_offset+1) distances in one batched op; column k = offset k - max_offset (lip i vs audio i - o).
 
-    ``||l - a + eps||`` as torch's pairwise_distance, expanded around one (W x W+2*max_offset) float64 matmul.
+    ``lip`` holds the W windows ``first..first+W-1`` and ``aud`` all of the clip's: row k is window ``first + k``.
+    ``||l - a + eps||`` as torch's pairwise_distance, expanded around one (W x W+2*max_offset) float64 matmul
+    with the audio windows those rows pair with.
     """
     n, dim = lip.shape
     lip64 = lip.double()
-    padded = F.pad(aud.double(), (0, 0, max_offset, max_offset))
+    padded = F.pad(aud.double(), (0, 0, max_offset, max_offset))[first : first + n + 2 * max_offset]
     sq = (
         (lip64 * lip64).sum(1)[:, None] + (padded * padded).sum(1)[None, :] - 2 * lip64 @ padded.T
         + 2 * PDIST_EPS * (lip64.sum(1)[:, None] - padded.sum(1)[None, :]) + dim * PDIST_EPS**2
@@ -272,11 +275,14 @@ class FCNEngine:
         self.audio = audio
 
     def run(self, inputs: EngineInput) -> SyncResult:
+        """Score ``inputs``: the lips of the windows of ``inputs.rows`` only, against the audio of all windows."""
         start = time.perf_counter()
         frames_bgr, n = check_inputs(inputs)
-        lip = self.net.embed_lips(frames_bgr, n)
+        lo, hi = row_span(inputs.rows, n)
+        lip = self.net.embed_lips(frames_bgr[lo : hi + VIDEO_WINDOW - 1], hi - lo)
         aud = self.net.embed_audio(inputs.mfcc, n, self.audio)
-        return summarize(self.name, distance_matrix(lip, aud), self.calibration, time.perf_counter() - start)
+        dists = distance_matrix(lip, aud, first=lo)
+        return summarize(self.name, dists, self.calibration, time.perf_counter() - start)
 
 
 def load_engine() -> FCNEngine:

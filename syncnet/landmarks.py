@@ -26,7 +26,7 @@ from scipy.ndimage import maximum_filter1d
 
 from syncnet.card import calibration
 from syncnet.constants import MFCC_HOP, MFCC_STEPS_PER_FRAME, MFCC_WINDOW_LENGTH, SAMPLE_RATE, SAMPLES_PER_FRAME
-from syncnet.engines import EngineInput
+from syncnet.engines import EngineInput, row_span
 from syncnet.errors import EngineInputError
 from syncnet.scoring import OFFSETS, Calibration, SyncResult, summarize
 
@@ -232,10 +232,14 @@ class LandmarkEngine:
         return window_dists(*series(*check_inputs(lips, audio, blendshapes)))
 
     def run(self, inputs: EngineInput) -> SyncResult:
-        """Score one face segment; uses `inputs.blendshapes` (T, 52) where the input carries them."""
+        """Score one face segment; uses `inputs.blendshapes` (T, 52) where the input carries them.
+
+        With `inputs.rows`, the rows of those frames of the whole segment's result (it is cheap: all are computed).
+        """
         started = time.perf_counter()
         dists = self.window_dists(inputs.lips, inputs.audio, getattr(inputs, "blendshapes", None))
-        return summarize(self.name, dists, self.calibration, time.perf_counter() - started)
+        lo, hi = row_span(inputs.rows, len(dists))
+        return summarize(self.name, dists[lo:hi], self.calibration, time.perf_counter() - started)
 
 
 def load_engine() -> LandmarkEngine:

@@ -23,7 +23,7 @@ from syncnet.constants import (
     MFCC_STEPS_PER_FRAME,
     SAMPLES_PER_FRAME,
 )
-from syncnet.engines import EngineUnavailable
+from syncnet.engines import EngineUnavailable, row_span
 from syncnet.errors import EngineInputError, WeightsError
 from syncnet.gpu import device as default_device
 from syncnet.scoring import Calibration, SyncResult, summarize
@@ -148,16 +148,20 @@ def windowed_embeddings(
 
 
 @torch.inference_mode()
-def offset_distances(lip: torch.Tensor, aud: torch.Tensor, max_offset: int = MAX_OFFSET) -> np.ndarray:
-    """(W, 2*max_offset+1) distances, column k = offset k - max_offset, window by window as the original.
+def offset_distances(
+    lip: torch.Tensor, aud: torch.Tensor, max_offset: int = MAX_OFFSET, first: int = 0
+) -> np.ndarray:
+    """(len(lip), 2*max_offset+1) distances, column k = offset k - max_offset, window by window as the original.
 
     Offset o pairs lip window i with audio window i - o (zero vector outside the clip): audio early by o frames.
+    ``lip`` holds windows ``first``, ``first + 1``... and ``aud`` all of the clip's, so row k is window
+    ``first + k``, the same numbers as row ``first + k`` of the distances of all the lip windows.
     """
     padded = nn.functional.pad(aud, (0, 0, max_offset, max_offset))
     span = 2 * max_offset + 1
     rows = [
-        nn.functional.pairwise_distance(lip[[i]].repeat(span, 1), padded[i : i + span], eps=PDIST_EPS)
-        for i in range(len(lip))
+        nn.functional.pairwise_distance(lip[[k]].repeat(span, 1), padded[first + k : first + k + span], eps=PDIST_EPS)
+        for k in range(len(lip))
     ]
     if not rows:
         return np.zeros((0, span), dtype=np.float32)
@@ -200,10 +204,14 @@ class SyncNetEngine:
         self.source = source  # which weights, from where (shown by the app)
 
     def run(self, inputs: EngineInput) -> SyncResult:
+        """Score ``inputs``: the lips of the windows of ``inputs.rows`` only, against the audio of all windows."""
         start = time.perf_counter()
-        frames_bgr, _ = check_inputs(inputs)
-        lip, aud = windowed_embeddings(self.model, frames_bgr, inputs.mfcc, len(inputs.audio))
-        return summarize(self.name, offset_distances(lip, aud), self.calibration, time.perf_counter() - start)
+        frames_bgr, n = check_inputs(inputs)
+        lo, hi = row_span(inputs.rows, n)
+        lip = windowed_lip_embeddings(self.model, frames_bgr[lo : hi + VIDEO_WINDOW - 1], hi - lo)
+        aud = windowed_audio_embeddings(self.model, inputs.mfcc, n)
+        dists = offset_distances(lip, aud, first=lo)
+        return summarize(self.name, dists, self.calibration, time.perf_counter() - start)
 
 
 def weights_layout() -> dict[str, tuple[int, ...]]:

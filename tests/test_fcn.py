@@ -3,6 +3,8 @@
 The real syncnet_v2.model is not available here: both engines run the fixture's synthetic weights, which exercise
 every layer and every number the same way (the outputs are meaningless as sync judgements, identical as arithmetic).
 """
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -32,6 +34,7 @@ from syncnet.model import (
 from syncnet.scoring import Calibration, summarize
 from tests.paths import CLIPS, SYNCNET_REF
 from tests.synthetic_weights import synthetic_state_dict
+from tests.test_engines import rows_input, runs_with_rows
 
 CLIP_FRAMES = 60  # 2.4 s of each real clip keeps the windowed baseline quick
 REAL_CLIPS = ["syncnet_example.avi", "pcavs_posesrc_00067.mp4", "pcavs_audiosrc_00086.mp4"]
@@ -93,6 +96,29 @@ def test_pool_before_relu_is_exact():
 def test_batched_distances_equal_the_original_loop():
     lip, aud = torch.randn(40, 1024) * 10, torch.randn(40, 1024) * 10
     np.testing.assert_allclose(distance_matrix(lip, aud), offset_distances(lip, aud), rtol=1e-5)
+
+
+def test_distance_rows_from_a_first_window_are_the_full_rows():
+    lip, aud = torch.randn(40, 1024) * 10, torch.randn(40, 1024) * 10
+    full = distance_matrix(lip, aud)
+    for lo, hi in [(0, 40), (0, 1), (7, 23), (25, 40), (39, 40)]:
+        np.testing.assert_array_equal(distance_matrix(lip[lo:hi], aud, first=lo), full[lo:hi])
+
+
+def test_rows_embed_the_lips_of_their_windows_only(fcn):
+    """rows=(2, 5) of 7 windows: 3 lip windows through the lip stream, all 7 audio windows through the audio one."""
+    seen = {"lips": 0, "audio": 0}
+
+    def count(stream):
+        return lambda module, args, output: seen.__setitem__(stream, seen[stream] + output.shape[0])
+
+    hooks = [fcn.lip_frames.register_forward_hook(count("lips")), fcn.audio.register_forward_hook(count("audio"))]
+    try:
+        result = FCNEngine(fcn).run(replace(rows_input(), rows=(2, 5)))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    assert seen == {"lips": 3, "audio": 7} and result.window_dists.shape == (3, 31)
 
 
 @pytest.mark.slow
@@ -191,6 +217,12 @@ def test_bf16_stays_within_its_tolerance_on_the_fixture(net, fcn_bf16, name):
     within_tolerance(fast, base)
     lip = fcn_bf16.embed_lips(frames, 45)
     assert lip.dtype == torch.float32 and 1e-4 < rel_err(lip, np.load(SYNCNET_REF / f"expected{name}.npz")["im_feat"])
+
+
+def test_bf16_rows_stay_within_its_tolerance_of_the_full_rows(fcn_bf16):
+    for part, expected in runs_with_rows(FCNEngine(fcn_bf16), rows_input()):
+        assert part.window_dists.shape == expected.shape
+        within_tolerance(part, summarize("fcn", expected))
 
 
 @pytest.mark.slow

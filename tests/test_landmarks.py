@@ -18,8 +18,9 @@ from syncnet.landmarks import (
     visual_features,
 )
 from syncnet.media import SAMPLES_PER_FRAME
-from syncnet.scoring import OFFSETS, Calibration
+from syncnet.scoring import OFFSETS, Calibration, summarize
 from tests.paths import CLIPS
+from tests.test_engines import runs_with_rows
 
 FRAMES = 150
 
@@ -174,6 +175,18 @@ def test_gaps_in_blendshapes_are_filled():
     shapes = blendshapes_of(lips)
     shapes[20:25, 25] = np.nan
     assert np.isfinite(run(lips, audio, shapes).dists).all()
+
+
+def test_rows_are_the_very_rows_of_the_whole_result():
+    """rows: the rows of those frames of the whole segment's result, bit for bit, and the summary of those rows."""
+    lips, audio = talking()
+    inputs = EngineInput(np.zeros((len(lips), 224, 224, 3), np.uint8), audio, np.zeros((13, 0)), lips,
+                         blendshapes_of(lips))
+    for part, expected in runs_with_rows(LandmarkEngine(), inputs):
+        np.testing.assert_array_equal(part.window_dists, expected)
+        reference = summarize(LandmarkEngine.name, expected)
+        np.testing.assert_array_equal(part.dists, reference.dists)
+        np.testing.assert_array_equal(part.frame_confidence, reference.frame_confidence)
 
 
 def test_registry_loads_the_engine_with_the_cards_calibration():

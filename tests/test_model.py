@@ -69,6 +69,14 @@ def test_distance_sign_convention():
     assert int(np.argmin(dists[3:].mean(axis=0))) - 15 == 3
 
 
+def test_distance_rows_from_a_first_window_are_the_full_rows():
+    """Lip windows lo..hi-1 against all the audio windows: the very rows lo..hi-1 of all the lip windows'."""
+    lip, aud = torch.randn(30, 1024), torch.randn(30, 1024)
+    full = offset_distances(lip, aud)
+    for lo, hi in [(0, 30), (0, 4), (9, 21), (20, 30), (29, 30)]:
+        np.testing.assert_array_equal(offset_distances(lip[lo:hi], aud, first=lo), full[lo:hi])
+
+
 def test_too_short_input_gives_no_windows(model):
     lip, aud = windowed_embeddings(model, np.zeros((4, 224, 224, 3), np.uint8), mfcc(np.zeros(6400, np.int16)), 6400)
     assert lip.shape == aud.shape == (0, 1024)
