@@ -27,7 +27,7 @@ import numpy as np
 
 from syncnet import engines as registry
 from syncnet.audio import mfcc
-from syncnet.constants import CROP_PROTOCOLS, CROP_SIZE, FPS, MIN_TRACK_S, SAMPLES_PER_FRAME
+from syncnet.constants import CROP_PROTOCOLS, CROP_SIZE, FPS, LIP_WINDOW_FRAMES, MIN_TRACK_S, SAMPLES_PER_FRAME
 from syncnet.engines import ENGINE_NAMES, Engine, EngineInput, Skipped
 from syncnet.errors import BadArgument, SilentAudioError, SyncNetError
 from syncnet.faces import PIECE_CONTEXT, PIECE_FRAMES, FaceTracker, Piece
@@ -365,11 +365,18 @@ class _Scorer:
         crop_engines = [e for e in engines if e.name in CROP_ENGINES]
         if piece.speaking is not None:
             self.judged.setdefault(piece.track, []).append((*piece.keep, piece.speaking))
-        if crop_engines and piece.speaking is not False:  # another face on screen speaks: SyncNet scores that one
-            self._run(piece, crop_engines)
+        if crop_engines and piece.speaking is not False and self._crop_rows_kept(piece):
+            self._run(piece, crop_engines)  # (a piece where another face on screen speaks is left to that face)
         others = [e for e in engines if e.name not in CROP_ENGINES]
         if others and (joined := self._join(piece)) is not None:
             self._run(joined, others)
+
+    @staticmethod
+    def _crop_rows_kept(piece: Piece) -> bool:
+        """Whether a SyncNet engine has a row for a kept frame: its last window starts LIP_WINDOW_FRAMES frames
+        before the end of the piece (a track's last frames are in no window of their own)."""
+        frames = min(piece.stop - piece.start, len(piece.audio) // SAMPLES_PER_FRAME)
+        return piece.keep[0] - piece.start < frames - LIP_WINDOW_FRAMES
 
     def _join(self, piece: Piece) -> Piece | None:
         """The track's pending pieces joined, once they keep JOINED_PIECE_FRAMES frames or the track has ended."""

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from concurrent.futures import Future
 from pathlib import Path
 
 import numpy as np
@@ -107,6 +108,17 @@ def test_joined_pieces_equal_one_longer_piece(monkeypatch):
         assert np.array_equal(getattr(joined, field), getattr(long[0], field)), field
 
 
+@pytest.mark.slow
+def test_a_tail_piece_too_short_for_a_lip_window_is_left_out(monkeypatch, synthetic_weights):
+    """A track's last piece keeping only its final 3 frames (in no 5-frame window) is not given to the SyncNet
+    engines: the result has the rows of all the clip's 312 windows, as one pass over it would."""
+    monkeypatch.setenv("SYNCNET_WEIGHTS", str(synthetic_weights))
+    monkeypatch.setattr(faces, "PIECE_FRAMES", 314)  # syncnet_example's 317 frames: keeps (0, 314) and (314, 317)
+    report = pipeline.analyze_file(CLIPS / "syncnet_example.avi", ["fcn"])
+    assert report.results[0].engine == "fcn"
+    assert list(report.result_frames["fcn"]) == list(range(317 - 5))
+
+
 def _mfcc(audio: np.ndarray) -> np.ndarray:
     from syncnet.audio import mfcc
 
@@ -182,7 +194,9 @@ def _step_scorer(signal: np.ndarray) -> pipeline._Scorer:
         name = "landmarks"
         calibration = Calibration()
 
-    scorer = pipeline._Scorer([Engine()], pipeline._Timing(), full_frame=False)
+    loaded: Future = Future()
+    loaded.set_result(([Engine()], []))
+    scorer = pipeline._Scorer(loaded, pipeline._Timing(), full_frame=False)
     frames = np.arange(len(signal))
     true_offset = np.where(frames < 1500, 0, 2)
     sure = np.abs(OFFSETS[None, :] - true_offset[:, None]).astype(float)  # V-shaped, minimum at the true offset
@@ -193,7 +207,7 @@ def _step_scorer(signal: np.ndarray) -> pipeline._Scorer:
 
 def test_windows_and_drift_from_the_distance_rows():
     """Two minutes whose offset steps from 0 to +2 frames halfway: 30 s windows read 0, 0, 80, 80 ms (64 ms/min)."""
-    windows, drift = pipeline._windows(_step_scorer(np.ones(3000, bool)), [0], 3000, 30.0)
+    windows, drift = pipeline._windows(_step_scorer(np.ones(3000, bool)), 3000, 30.0)
     assert [(w.t_start, w.t_end) for w in windows] == [(0, 30), (30, 60), (60, 90), (90, 120)]
     assert [w.results[0].calibrated_offset_ms for w in windows] == [0, 0, 80, 80]
     assert [(d.engine, d.windows) for d in drift] == [("landmarks", 4)]
@@ -204,7 +218,7 @@ def test_windows_and_drift_from_the_distance_rows():
 def test_drift_leaves_out_windows_without_a_sync_signal():
     """A fifth window with no signal reads +600 ms by chance: the drift and its window count stay as without it."""
     signal = np.arange(3750) < 3000
-    windows, drift = pipeline._windows(_step_scorer(signal), [0], len(signal), 30.0)
+    windows, drift = pipeline._windows(_step_scorer(signal), len(signal), 30.0)
     chance = windows[4].results[0]
     assert chance.calibrated_offset_ms == pytest.approx(600) and verdict_of(chance) == NO_SIGNAL
     assert [(d.engine, d.windows) for d in drift] == [("landmarks", 4)]
@@ -216,7 +230,7 @@ def test_drift_leaves_out_windows_without_a_sync_signal():
 
 def test_no_drift_from_fewer_signal_windows_than_the_minimum():
     signal = np.arange(3750) < 750 * (pipeline.MIN_DRIFT_WINDOWS - 1)
-    windows, drift = pipeline._windows(_step_scorer(signal), [0], len(signal), 30.0)
+    windows, drift = pipeline._windows(_step_scorer(signal), len(signal), 30.0)
     assert all(w.results for w in windows) and drift == []
 
 
