@@ -27,12 +27,11 @@ import mediapipe as mp
 import numpy as np
 from mediapipe.tasks.python import vision
 from mediapipe.tasks.python.core.base_options import BaseOptions
-from scipy import signal
-from scipy.interpolate import interp1d
 
 from syncnet.constants import CROP_SIZE, FPS, LIP_WINDOW_FRAMES, MAX_OFFSET, MIN_TRACK_S, SAMPLES_PER_FRAME
 from syncnet.errors import FaceModelError, NoFaceError
 from syncnet.media import Media, MediaChunk, media_chunks
+from syncnet.smooth import medfilt
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +130,7 @@ class FaceTrack:
         x = (self.boxes[:, 0] + self.boxes[:, 2]) / 2
         y = (self.boxes[:, 1] + self.boxes[:, 3]) / 2
         s = np.maximum(self.boxes[:, 2] - self.boxes[:, 0], self.boxes[:, 3] - self.boxes[:, 1]) / 2
-        return tuple(signal.medfilt(v.astype(np.float64), kernel_size=SMOOTH_KERNEL) for v in (x, y, s))
+        return tuple(medfilt(v, SMOOTH_KERNEL) for v in (x, y, s))
 
 
 # --- model ---------------------------------------------------------------------------------------------------
@@ -443,11 +442,11 @@ class _Track:
         if self.last < 0:
             self.start = index
         else:
-            span = [self.last, index]
             for k in range(self.last + 1, index):
-                between = interp1d(span, np.stack([self.last_points, points]), axis=0)(k).astype(np.float32)
-                mix = None if shape is None else interp1d(span, np.stack([self.last_shape, shape]), axis=0)(k)
-                self._append(between, None if mix is None else mix.astype(np.float32), False)
+                share = np.float32((k - self.last) / (index - self.last))  # linear interpolation between the two
+                between = (1 - share) * self.last_points + share * points
+                mix = None if shape is None else (1 - share) * self.last_shape + share * shape
+                self._append(between, mix, False)
         self._append(points, shape, True)
         self.last, self.last_points, self.last_shape = index, points, shape
         self.box = face_boxes(points)
@@ -563,13 +562,21 @@ class _Track:
 class FaceTracker:
     """Every face of a video, followed frame by frame in one landmarker pass; whole frames are not kept.
 
+    With ``stride`` > 1 the landmarker looks at every stride-th frame of each shot (from its first frame) and the
+    tracks interpolate the landmarks between, as over a missed detection: for the SyncNet engines, whose boxes are
+    median-filtered over 13 frames anyway (see FACE_STRIDE in `syncnet.pipeline` for what it changes).
+
     Feed it chunks in order (`add`), then `finish`. Both return the `Piece`s that became ready. Tracks end at a
     scene cut, after more than MAX_GAP_FRAMES frames without their face, or at the end; those of at least 1 s
     are in `tracks` afterwards, their speaking faces marked.
     """
 
-    def __init__(self, *, crops: bool = True, blendshapes: bool = False, keep_landmarks: bool = False):
+    def __init__(
+        self, *, crops: bool = True, blendshapes: bool = False, keep_landmarks: bool = False, stride: int = 1
+    ):
         self.want_crops = crops
+        self.stride = stride  # the landmarker looks at every stride-th frame of a shot; between, tracks interpolate
+        self._next_look = 0
         self.keep_landmarks = keep_landmarks
         self.landmarker = Landmarker(blendshapes)
         self.cuts = CutDetector()
@@ -598,11 +605,14 @@ class FaceTracker:
         if self.cuts.is_cut(frame):
             self.landmarker.new_shot()
             ready += self._end([t for t in self.active])
+            self._next_look = index
         ready += self._end([t for t in self.active if index - t.last > MAX_GAP_FRAMES + 1])
-        found = self.landmarker.detect(index, frame)
-        self.num_faces = max(self.num_faces, len(found))
-        self.faces_seen |= bool(found)
-        self._link(index, found, frame.shape[:2])
+        if index >= self._next_look:
+            found = self.landmarker.detect(index, frame)
+            self.num_faces = max(self.num_faces, len(found))
+            self.faces_seen |= bool(found)
+            self._link(index, found, frame.shape[:2])
+            self._next_look = index + self.stride
         for track in self.active:
             track.cut_frames(self._recent, final=False)
             ready += self._judged(track, track.pieces(final=False))
@@ -819,8 +829,8 @@ def _crop_face(frame: np.ndarray, x: float, y: float, bs: float) -> np.ndarray:
 def mouth_crops(frames: np.ndarray, track: FaceTrack, size: int = MOUTH_SIZE) -> np.ndarray:
     """uint8 (n, size, size, 3) squares centred on the lips, side 0.6 of the (smoothed) face box side."""
     centre = track.landmarks[:, OUTER_LIP, :2].mean(axis=1)
-    cx = signal.medfilt(centre[:, 0].astype(np.float64), SMOOTH_KERNEL)
-    cy = signal.medfilt(centre[:, 1].astype(np.float64), SMOOTH_KERNEL)
+    cx = medfilt(centre[:, 0], SMOOTH_KERNEL)
+    cy = medfilt(centre[:, 1], SMOOTH_KERNEL)
     half = track.smoothed()[2] * MOUTH_CROP_SCALE  # half-size bs is half the box side
     crops = np.empty((track.num_frames, size, size, 3), np.uint8)
     for k in range(track.num_frames):

@@ -167,7 +167,8 @@ def _analyze(
     full_frame = crop == "full-frame"
     scorer = _Scorer(loading, timing, full_frame)
     sound = _SoundCheck()
-    with FaceTracker(crops=needs_crops and not full_frame, blendshapes=True) as tracker:
+    stride = 1 if LANDMARKS_ENGINE in names else FACE_STRIDE
+    with FaceTracker(crops=needs_crops and not full_frame, blendshapes=True, stride=stride) as tracker:
         decoded = _in_background(timing.timed("decode", chunks), CHUNK_QUEUE, "decode")
         work = _face_pieces(decoded, tracker, timing, sound, full_frame and needs_crops)
         for done, piece in _in_background(work, PIECE_QUEUE, "faces"):
@@ -193,6 +194,11 @@ def _load_in_background(names: list[str]) -> Future[tuple[list[Engine], list[Ski
 CHUNK_QUEUE = 2  # decoded chunks waiting for the face stage (1 s each)
 PIECE_QUEUE = 2  # pieces waiting for the engines (5 s each at most)
 CROP_ENGINES = ("syncnet", "fcn")  # the engines that look at face crops
+LANDMARKS_ENGINE = "landmarks"  # the engine that reads the lips' landmarks on every frame
+# Without the landmarks engine, faces are looked for on every FACE_STRIDE-th frame and interpolated between: the
+# face stage costs about half as much, and the SyncNet crop boxes (median-filtered over 13 frames) move by 0.2% of
+# their side in the median (benchmarks/face_stride.py).
+FACE_STRIDE = 2
 MIN_ROWS = int(MIN_TRACK_S * FPS) // 2  # fewer distance rows than this (0.5 s) give no result
 # Engines that standardise over their whole input (landmarks) see consecutive pieces of a track joined up to this
 # many kept frames (the crop engines look at each window on its own and get the pieces as they come).

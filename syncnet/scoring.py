@@ -5,14 +5,13 @@ column k holding offset ``k - MAX_OFFSET``. Lower is more similar. The rules are
 """
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.signal import medfilt
 
 from syncnet.constants import MAX_OFFSET, MS_PER_FRAME
 from syncnet.errors import EngineInputError
+from syncnet.smooth import medfilt
 
 OFFSETS = np.arange(-MAX_OFFSET, MAX_OFFSET + 1)
 FRAME_CONFIDENCE_FILTER = 9  # median filter width of the original per-frame confidence
@@ -82,9 +81,7 @@ def summarize(
     min_dist = float(dists[best])
     frame_confidence = median - window_dists[:, best]
     subframe = refine_minimum(dists, best)
-    with warnings.catch_warnings():  # fewer windows than the filter is wide: zero-padded, as the original
-        warnings.simplefilter("ignore", UserWarning)
-        frame_confidence = medfilt(frame_confidence, FRAME_CONFIDENCE_FILTER)
+    frame_confidence = medfilt(frame_confidence, FRAME_CONFIDENCE_FILTER)  # zero-padded, as the original
     return SyncResult(
         engine=engine,
         dists=dists,

@@ -50,3 +50,20 @@ def test_calibration_is_applied_to_subframe_offset():
 def test_rejects_wrong_shape():
     with pytest.raises(SyncNetError, match="window_dists"):
         summarize("x", np.zeros((3, 30)))
+
+
+def test_median_filter_is_scipy_signal_medfilt():
+    """syncnet.smooth.medfilt (scipy.ndimage, quicker to import) gives scipy.signal.medfilt's numbers, ends included."""
+    import warnings
+
+    from scipy.signal import medfilt as reference
+
+    from syncnet.smooth import medfilt
+
+    rng = np.random.default_rng(0)
+    for length in (1, 5, 12, 13, 14, 200):
+        for kernel in (3, 13):
+            values = rng.normal(size=length).astype(np.float32)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)  # kernel wider than the input: zero-padded
+                assert np.array_equal(medfilt(values, kernel), reference(values.astype(np.float64), kernel))
