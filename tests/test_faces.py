@@ -8,6 +8,7 @@ import pytest
 from syncnet import faces
 from syncnet.faces import FaceModelError, FaceTrack, NoFaceError, crop_faces, lip_shapes, mouth_crops, track_face
 from syncnet.media import SAMPLES_PER_FRAME, Media, load_media, media_chunks
+from syncnet.smooth import medfilt
 from tests.paths import CLIPS
 
 
@@ -232,3 +233,38 @@ def test_pieces_of_the_silent_face_are_not_speaking(speaker, other, monkeypatch)
     speaking_track = next(t for t in tracker.tracks if t.speaking)
     assert {p.track for p in judged if p.speaking} == {speaking_track.number}
     assert np.median(speaking_track.boxes[:, [0, 2]].mean(axis=1)) < frames.shape[2] / 2  # the speaker is on the left
+
+
+def _spy_on_looks(tracker: faces.FaceTracker) -> list[int]:
+    """The frame indices the tracker's landmarker is called on, as they come."""
+    looks: list[int] = []
+    detect = tracker.landmarker.detect
+
+    def spy(index: int, frame: np.ndarray):
+        looks.append(index)
+        return detect(index, frame)
+
+    tracker.landmarker.detect = spy
+    return looks
+
+
+@pytest.mark.slow
+def test_stride_looks_at_every_other_frame_and_tracks_all_of_them(example):
+    """With stride 2 the landmarker sees half the frames; the track still covers every frame, its smoothed boxes
+    close to those found on every frame, and so are the SyncNet crops cut from them."""
+    media = example
+    runs = {}
+    for stride in (1, 2):
+        with faces.FaceTracker(crops=True, stride=stride) as tracker:
+            looks = _spy_on_looks(tracker)
+            pieces = [p for chunk in media_chunks(media) for p in tracker.add(chunk)] + tracker.finish()
+        runs[stride] = looks, tracker.tracks[0], np.concatenate([p.crops[p.keep[0] - p.start: p.keep[1] - p.start]
+                                                                 for p in pieces])
+    (looks1, track1, crops1), (looks2, track2, crops2) = runs[1], runs[2]
+    assert looks1 == list(range(len(media.frames))) and looks2 == list(range(0, len(media.frames), 2))
+    assert (track2.start, track2.num_frames) == (track1.start, track1.num_frames) == (0, 317)
+    smoothed1, smoothed2 = (np.stack([medfilt(t.boxes[:, k], faces.SMOOTH_KERNEL) for k in range(4)], axis=1)
+                            for t in (track1, track2))
+    shift = np.abs(smoothed1 - smoothed2).max(axis=1) / np.median(track1.boxes[:, 2] - track1.boxes[:, 0])
+    assert np.median(shift) < 0.01 and shift.max() < 0.05
+    assert crops1.shape == crops2.shape and np.abs(crops1.astype(np.int16) - crops2).mean() < 4.0
