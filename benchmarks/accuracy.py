@@ -42,7 +42,9 @@ SHIFTS = tuple(range(-10, 11))
 TOLERANCE = 1  # frames
 LONG_S, SHORT_S = 5.0, 3.0  # clip duration classes: >= 5 s, 3-5 s (shorter ones are listed apart)
 CONTEXTS = (5, 9, 15, 25, 50)  # frames seen, plus the whole clip
-PUBLISHED = {5: "75.8%", 9: "87.6%", 15: "96.1%"}  # SyncNet on LRS2 (Chung & Zisserman; as quoted by Perfect Match)
+# SyncNet on LRS2 (Chung & Zisserman) as reported by Perfect Match (Chung, Chung & Kang, ICASSP 2019,
+# arXiv:1809.08001). Not verified (source not reachable from here): see the README, "Offset accuracy (`landmarks`)".
+PUBLISHED = {5: "75.8%", 9: "87.6%", 15: "96.1%"}
 TARGETS = {25: "93%", 50: "97%"}  # issue 13
 REENCODE_SHIFTS = (-10, -5, 0, 5, 10)
 EXCERPT_STRIDE = 5  # frames between excerpt starts

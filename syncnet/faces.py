@@ -45,7 +45,9 @@ MAX_FACES = 4  # faces tracked at once
 MIN_TRACK_FRAMES = int(MIN_TRACK_S * FPS)  # a usable face segment lasts at least 1 s
 MAX_GAP_FRAMES = 12  # missed detections bridged by interpolation (0.48 s); longer gaps split a track
 MIN_IOU = 0.3  # box overlap linking a detection to a track
-CUT_THRESHOLD = 27.0  # mean HSV change between frames that counts as a scene cut (PySceneDetect's default)
+# Mean HSV change between frames that counts as a scene cut: PySceneDetect's ContentDetector default from 0.6 on
+# (LatentSync pins 0.6.1); syncnet_python pins scenedetect 0.5.1, whose default is 30.
+CUT_THRESHOLD = 27.0
 CLOSEUP_PAD = 0.3  # if faces are missed, retry on frames padded by this share of their size (webcam close-ups)
 COUNT_EVERY = 25  # frames between the looks that count faces
 PROBE_FRAMES = int(FPS)  # frames at the start of the video and of each shot on which a close-up is looked for
