@@ -196,8 +196,8 @@ PIECE_QUEUE = 2  # pieces waiting for the engines (5 s each at most)
 CROP_ENGINES = ("syncnet", "fcn")  # the engines that look at face crops
 LANDMARKS_ENGINE = "landmarks"  # the engine that reads the lips' landmarks on every frame
 # Without the landmarks engine, faces are looked for on every FACE_STRIDE-th frame and interpolated between: the
-# face stage costs about half as much, and the SyncNet crop boxes (median-filtered over 13 frames) move by 0.2% of
-# their side in the median (benchmarks/face_stride.py).
+# face stage costs 0.56x, and the SyncNet crop boxes (median-filtered over 13 frames) move by 0.13% of their side
+# in the median clip (benchmarks/face_stride.py on the 52 clips of ../shared/clips).
 FACE_STRIDE = 2
 MIN_ROWS = int(MIN_TRACK_S * FPS) // 2  # fewer distance rows than this (0.5 s) give no result
 # Engines that standardise over their whole input (landmarks) see consecutive pieces of a track joined up to this
