@@ -52,3 +52,21 @@ def test_analyze_file_reports_progress_timing_segment_and_crops(fresh_engines):
     assert 0 <= start < stop <= report.frames == 114
     assert report.crops.shape == (8, 224, 224, 3) and report.mouths.shape[0] == 8
     assert len(report.results[0].frame_confidence) > 0
+
+
+@pytest.mark.slow
+def test_engines_load_while_the_faces_are_tracked_and_their_failure_is_raised(monkeypatch):
+    """The engines load in a thread of their own, started before decoding; if loading fails (a bug), the analysis
+    raises that error instead of hanging or reporting without engines."""
+    import threading
+
+    loaded_in = []
+
+    def failing_load(names=None):
+        loaded_in.append(threading.current_thread().name)
+        raise ZeroDivisionError("a bug while loading")
+
+    monkeypatch.setattr(pipeline, "get_engines", failing_load)
+    with pytest.raises(ZeroDivisionError, match="a bug while loading"):
+        pipeline.analyze_file(CLIP, ["landmarks"])
+    assert len(loaded_in) == 1 and loaded_in[0].startswith("syncnet-load")
