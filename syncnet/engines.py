@@ -9,6 +9,7 @@ from typing import Protocol
 
 import numpy as np
 
+from syncnet.constants import LIP_WINDOW_FRAMES, SAMPLES_PER_FRAME
 from syncnet.errors import BadArgument, EngineInputError, SyncNetError
 from syncnet.scoring import SyncResult
 
@@ -61,6 +62,11 @@ class Engine(Protocol):
     name: str
 
     def run(self, inputs: EngineInput) -> SyncResult: ...
+
+
+def n_windows(n_frames: int, n_samples: int) -> int:
+    """Number of 5-frame windows the original evaluation scores: ``min(frames, samples // 640) - 5``."""
+    return max(0, min(n_frames, n_samples // SAMPLES_PER_FRAME) - LIP_WINDOW_FRAMES)
 
 
 def row_span(rows: tuple[int, int] | None, n: int) -> tuple[int, int]:

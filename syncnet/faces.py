@@ -653,9 +653,11 @@ class FaceTracker:
     def _judged(self, track: _Track, pieces: list[Piece]) -> list[Piece]:
         """The pieces, each marked speaking or not: does this face's lip opening follow the sound at least as well
         as every other face's on the frames they share (see JUDGED_FRAMES and `_winners`)?"""
+        if not pieces:
+            return pieces  # the common case, every frame: nothing to judge
         others = [(t.start, t.opening.values()[:, 0]) for t in self.active if t is not track and t.opening.count]
         others += [(t.start, t.opening) for t in self.tracks]
-        if not pieces or not others:
+        if not others:
             return pieces  # alone: not judged, its track speaks
         energy = np.concatenate(self.energy)
         mine = (track.start, track.opening.values()[:, 0])

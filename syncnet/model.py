@@ -21,9 +21,8 @@ from syncnet.constants import (
     LIP_WINDOW_FRAMES,
     MAX_OFFSET,
     MFCC_STEPS_PER_FRAME,
-    SAMPLES_PER_FRAME,
 )
-from syncnet.engines import EngineUnavailable, row_span
+from syncnet.engines import EngineUnavailable, n_windows, row_span
 from syncnet.errors import EngineInputError, WeightsError
 from syncnet.gpu import device as default_device
 from syncnet.scoring import Calibration, SyncResult, summarize
@@ -94,11 +93,6 @@ def build_model(state_dict: dict[str, torch.Tensor]) -> SyncNet:
     model = SyncNet()
     model.load_state_dict(state_dict, strict=True)
     return model.eval()
-
-
-def n_windows(n_frames: int, n_samples: int) -> int:
-    """Number of 5-frame windows the original evaluation scores: ``min(frames, samples // 640) - 5``."""
-    return max(0, min(n_frames, n_samples // SAMPLES_PER_FRAME) - VIDEO_WINDOW)
 
 
 def _device_of(model: nn.Module) -> torch.device:

@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
+from itertools import pairwise
 from pathlib import Path
 from typing import TypeVar
 
@@ -27,7 +28,7 @@ import numpy as np
 
 from syncnet import engines as registry
 from syncnet.audio import mfcc
-from syncnet.constants import CROP_PROTOCOLS, CROP_SIZE, FPS, LIP_WINDOW_FRAMES, MIN_TRACK_S, SAMPLES_PER_FRAME
+from syncnet.constants import CROP_PROTOCOLS, CROP_SIZE, FPS, MIN_TRACK_S, SAMPLES_PER_FRAME
 from syncnet.engines import ENGINE_NAMES, Engine, EngineInput, Skipped
 from syncnet.errors import BadArgument, SilentAudioError, SyncNetError
 from syncnet.faces import PIECE_CONTEXT, PIECE_FRAMES, FaceTracker, Piece
@@ -314,7 +315,7 @@ def join_pieces(pieces: Sequence[Piece]) -> Piece:
     """Consecutive pieces of one track as one piece: frames from the first's start to the last's stop, kept from
     the first's kept start to the last's kept stop (each later piece adds the frames after its predecessor's)."""
     first = pieces[0]
-    skips = [0] + [before.stop - after.start for before, after in zip(pieces, pieces[1:], strict=False)]
+    skips = [0] + [before.stop - after.start for before, after in pairwise(pieces)]
 
     def joined(field: str, per_frame: int = 1) -> np.ndarray | None:
         parts = [getattr(p, field) for p in pieces]
@@ -349,7 +350,7 @@ class _Scorer:
         self.rows: dict[tuple[int, str], list[tuple[np.ndarray, np.ndarray]]] = {}  # (frames, dists) per piece
         self.pending: dict[int, list[Piece]] = {}  # per track: pieces (without crops) not yet joined
         self.judged: dict[int, list[tuple[int, int, bool]]] = {}  # per track: (first, stop, speaking) of pieces
-        self.track_speaks: dict[int, bool] = {}  # per track: does it speak over its whole length (set at the end)
+        self.speaking_rows: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # per engine, in frame order (`settle`)
 
     @property
     def engines(self) -> list[Engine]:
@@ -379,10 +380,9 @@ class _Scorer:
 
     @staticmethod
     def _crop_rows_kept(piece: Piece) -> bool:
-        """Whether a SyncNet engine has a row for a kept frame: its last window starts LIP_WINDOW_FRAMES frames
-        before the end of the piece (a track's last frames are in no window of their own)."""
-        frames = min(piece.stop - piece.start, len(piece.audio) // SAMPLES_PER_FRAME)
-        return piece.keep[0] - piece.start < frames - LIP_WINDOW_FRAMES
+        """Whether a SyncNet engine has a row for a kept frame (a track's last frames are in no window of their
+        own)."""
+        return piece.keep[0] - piece.start < registry.n_windows(piece.stop - piece.start, len(piece.audio))
 
     def _join(self, piece: Piece) -> Piece | None:
         """The track's pending pieces joined, once they keep JOINED_PIECE_FRAMES frames or the track has ended."""
@@ -409,46 +409,71 @@ class _Scorer:
             kept = (frames >= piece.keep[0]) & (frames < piece.keep[1])
             self.rows.setdefault((piece.track, engine.name), []).append((frames[kept], dists[kept]))
 
+    def settle(self, track_speaks: dict[int, bool]) -> None:
+        """Gather each engine's rows of the speaking faces, once all pieces are scored: the frames of pieces judged
+        speaking, and of pieces not judged whose track speaks over its whole length (`track_speaks`; tracks not in
+        it, such as the full-frame one, speak)."""
+        for engine in self.engines:
+            parts = []
+            for (track, name), pieces in self.rows.items():
+                if name == engine.name:
+                    speaks = self._speaks(track, track_speaks.get(track, True))
+                    for frames, dists in pieces:
+                        mask = speaks(frames)
+                        parts.append((frames[mask], dists[mask]))
+            self.speaking_rows[engine.name] = _in_frame_order(parts)
+
+    def _speaks(self, track: int, whole_track: bool) -> Callable[[np.ndarray], np.ndarray]:
+        """Whether the track's face speaks at each of some frames: its pieces' judgement, else `whole_track`."""
+        spans = np.array(self.judged.get(track, []), dtype=int).reshape(-1, 3)  # first, stop, speaking (in order)
+        starts, stops, flags = spans.T
+
+        def speaks(frames: np.ndarray) -> np.ndarray:
+            out = np.full(len(frames), whole_track)
+            at = np.searchsorted(stops, frames, side="right")  # the first judged piece ending after each frame
+            inside = at < len(spans)
+            inside[inside] &= starts[at[inside]] <= frames[inside]
+            out[inside] = flags[at[inside]] == 1
+            return out
+
+        return speaks
+
     def result(
         self, engine: Engine, tracks: Sequence[int], span: tuple[int, int] | None = None, min_rows: int = MIN_ROWS
     ) -> Scored | None:
         """The engine's result over the rows of these tracks (within frames [span) if given) and the frame of each
         row; None without enough rows."""
-        return self._summarize(engine, [part for t in tracks for part in self.rows.get((t, engine.name), [])], span,
-                               min_rows)
+        rows = _in_frame_order([part for t in tracks for part in self.rows.get((t, engine.name), [])])
+        return self._summarize(engine, rows, span, min_rows)
 
     def results(self, tracks: Sequence[int], span: tuple[int, int] | None = None, min_rows: int = MIN_ROWS
                 ) -> list[Scored]:
         return [scored for e in self.engines if (scored := self.result(e, tracks, span, min_rows)) is not None]
 
     def speaking_results(self, span: tuple[int, int] | None = None, min_rows: int = MIN_ROWS) -> list[Scored]:
-        """Results over the rows of the speaking faces: the frames of pieces judged speaking, and of pieces not
-        judged whose track speaks over its whole length (`track_speaks`)."""
-        return [scored for e in self.engines if (scored := self._summarize(e, self._speaking_parts(e), span,
-                                                                            min_rows)) is not None]
+        """Results over the rows of the speaking faces (see `settle`, called first) within frames [span)."""
+        return [scored for e in self.engines
+                if (scored := self._summarize(e, self.speaking_rows[e.name], span, min_rows)) is not None]
 
-    def _speaking_parts(self, engine: Engine) -> list[tuple[np.ndarray, np.ndarray]]:
-        parts = []
-        for (track, name), pieces in self.rows.items():
-            for frames, dists in pieces if name == engine.name else []:
-                speaks = np.full(len(frames), self.track_speaks.get(track, True))
-                for first, stop, speaking in self.judged.get(track, []):
-                    speaks[(frames >= first) & (frames < stop)] = speaking
-                parts.append((frames[speaks], dists[speaks]))
-        return parts
-
-    def _summarize(self, engine: Engine, parts: list[tuple[np.ndarray, np.ndarray]], span: tuple[int, int] | None,
+    def _summarize(self, engine: Engine, rows: tuple[np.ndarray, np.ndarray], span: tuple[int, int] | None,
                    min_rows: int) -> Scored | None:
-        frames = np.concatenate([f for f, _ in parts]) if parts else np.zeros(0, int)
-        dists = np.concatenate([d for _, d in parts]) if parts else np.zeros((0, len(OFFSETS)))
+        """The result over rows in frame order (those within frames [span) if given); None without enough."""
+        frames, dists = rows
         if span is not None:
-            inside = (frames >= span[0]) & (frames < span[1])
-            frames, dists = frames[inside], dists[inside]
+            lo, hi = np.searchsorted(frames, span)
+            frames, dists = frames[lo:hi], dists[lo:hi]
         if len(frames) < min_rows:
             return None
-        order = np.argsort(frames, kind="stable")
-        result = summarize(engine.name, dists[order], engine.calibration, self.timing.seconds.get(engine.name, 0.0))
-        return result, frames[order]
+        result = summarize(engine.name, dists, engine.calibration, self.timing.seconds.get(engine.name, 0.0))
+        return result, frames
+
+
+def _in_frame_order(parts: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """(frames, dists) rows of several parts as one, sorted by frame (rows of one frame keep their order)."""
+    frames = np.concatenate([f for f, _ in parts]) if parts else np.zeros(0, int)
+    dists = np.concatenate([d for _, d in parts]) if parts else np.zeros((0, len(OFFSETS)))
+    order = np.argsort(frames, kind="stable")
+    return frames[order], dists[order]
 
 
 Scored = tuple[SyncResult, np.ndarray]  # a result and the frame of each of its distance rows
@@ -463,7 +488,7 @@ def _build_report(
         TrackReport(t.start, t.stop, [r for r, _ in scorer.results([t.number])], t.speaking, t.where())
         for t in tracker.tracks
     ]
-    scorer.track_speaks = {t.number: t.speaking for t in tracker.tracks}
+    scorer.settle({t.number: t.speaking for t in tracker.tracks})
     whole = [r for r, _ in scorer.results([FULL_FRAME_TRACK])]
     if whole:  # the full-frame protocol with a crop engine
         tracks.insert(0, TrackReport(0, num_frames, whole, True, "full frame"))
