@@ -28,7 +28,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.media_tools import ffmpeg  # noqa: E402
 from tests.synthetic_weights import write_weights  # noqa: E402
 
 CLIPS = Path(os.environ.get("SYNCNET_CLIPS", ROOT.parent / "shared" / "clips"))
@@ -58,6 +57,8 @@ def run_cli(
 
 def repeated(clip: Path, minutes: float, folder: Path) -> Path:
     """A file of about `minutes` minutes: the clip over and over (streams copied, no re-encoding)."""
+    from tests.media_tools import ffmpeg  # only here: the speed runs need no ffmpeg (a GPU machine may lack it)
+
     path = folder / f"{clip.stem}_{minutes:g}min{clip.suffix}"
     if not path.exists():
         ffmpeg("-stream_loop", "-1", "-i", str(clip), "-t", str(60 * minutes), "-c", "copy", str(path), timeout=600)
@@ -81,6 +82,7 @@ def header(command: str) -> list[str]:
         f"- date: {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC",
         f"- machine: {cpu}, {os.cpu_count()} logical CPUs, Python {platform.python_version()}",
         f"- command: `{command}`",
+        f"- engines' device: {os.environ.get('SYNCNET_DEVICE') or 'default (CUDA when torch sees one, else the CPU)'}",
         f"- load average at the start: {os.getloadavg()[0]:.1f}",
     ]
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from syncnet.errors import SyncNetError
+from syncnet.gpu import gpu_task
 from syncnet.verdict import DEFAULT_TOLERANCE, Tolerance
 
 INTERNAL_ERROR = "internal error (a bug, logged with its details): {kind}"
@@ -118,9 +119,11 @@ def threads_per_worker(workers: int) -> int:
 
 
 def run_in_process(paths: Sequence[str], settings: Settings) -> Iterator[Scored]:
-    """One video after the other in this process (``--workers 1``)."""
+    """One video after the other in this process (``--workers 1``); each video is one
+    :func:`syncnet.gpu.gpu_task` call (on a ZeroGPU Space, the GPU is held per video, not for the whole batch)."""
+    score = gpu_task(score_video)
     for path in paths:
-        yield score_video(path, settings)
+        yield score(path, settings)
 
 
 def run_in_pool(paths: Sequence[str], settings: Settings, workers: int, threads: int | None) -> Iterator[Scored]:

@@ -32,6 +32,7 @@ from syncnet.constants import CROP_PROTOCOLS, CROP_SIZE, FPS, MIN_TRACK_S, SAMPL
 from syncnet.engines import ENGINE_NAMES, Engine, EngineInput, Skipped
 from syncnet.errors import BadArgument, SilentAudioError, SyncNetError
 from syncnet.faces import PIECE_CONTEXT, PIECE_FRAMES, FaceTracker, Piece
+from syncnet.gpu import gpu_task
 from syncnet.hls import stream_windows
 from syncnet.media import Media, MediaChunk, media_chunks, open_media
 from syncnet.netguard import check_url
@@ -613,14 +614,17 @@ def analyze_stream(
     """Follow an HLS stream window by window; a window that cannot be analysed does not end the stream.
 
     A refused URL fails before the engines load; an unreadable playlist or a limit ends it with an HlsError.
+    Each window is one :func:`syncnet.gpu.gpu_task` call: on a ZeroGPU Space it holds the GPU for that window only,
+    not while the stream is being waited for.
     """
     check_url(url, allow_private=allow_private)
     get_engines(engine_names)  # loaded before the first window arrives; unknown names refused
+    analyze_window = gpu_task(analyze_media)
     windows = stream_windows(url, window_s=window_s, max_seconds=max_seconds, allow_private=allow_private, stop=stop)
     try:
         for window in windows:
             try:
-                yield WindowReport(window.t_start, window.t_end, analyze_media(window.media, engine_names))
+                yield WindowReport(window.t_start, window.t_end, analyze_window(window.media, engine_names))
             except SilentAudioError as silence:  # a pause in the programme: no speech, no sync signal
                 yield WindowReport(window.t_start, window.t_end, None, str(silence), silent=True)
             except SyncNetError as failure:
