@@ -29,6 +29,7 @@ from syncnet.report import (
     RESULT_COLUMNS,
     TRACK_COLUMNS,
     Report,
+    describe_failed_window,
     describe_fix,
     describe_offset,
     describe_verdict,
@@ -218,8 +219,7 @@ def monitor(url: str, engines: list[str], window_s: float, max_seconds: float, t
             ):
                 span = [round(window.t_start, 2), round(window.t_end, 2)]
                 if window.report is None:  # a silent window has no sync signal; any other failure says why
-                    words = "no sync signal: the sound is silent" if window.silent else window.error
-                    rows.append([*span, "-", words, None, None])
+                    rows.append([*span, "-", describe_failed_window(window.error, window.silent), None, None])
                 else:
                     window.report.tolerance = chosen
                 for r in [] if window.report is None else window.report.results:

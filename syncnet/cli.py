@@ -204,7 +204,7 @@ def stream(args: argparse.Namespace) -> int:
 
     check_url(args.url, allow_private=args.allow_private_hosts)  # a refused URL fails before anything heavy loads
     from syncnet.api import analyze_stream
-    from syncnet.report import summary_lines, window_to_dict
+    from syncnet.report import describe_failed_window, summary_lines, window_to_dict
 
     windows = analyze_stream(
         args.url, args.engine, window_s=args.window, max_seconds=args.max_seconds,
@@ -216,7 +216,8 @@ def stream(args: argparse.Namespace) -> int:
                 line = window_to_dict(window.t_start, window.t_end, window.report, window.error, silent=window.silent)
                 print(json.dumps(line), flush=True)
             else:
-                lines = [window.error] if window.report is None else summary_lines(window.report)
+                lines = ([describe_failed_window(window.error, window.silent)] if window.report is None
+                         else summary_lines(window.report))
                 print(f"[{window.t_start:7.2f} - {window.t_end:7.2f} s]", *lines, sep="\n  ", flush=True)
     except KeyboardInterrupt:
         print("syncnet: stopped", file=sys.stderr)

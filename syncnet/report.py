@@ -23,6 +23,7 @@ from syncnet.verdict import (
 
 # The engines whose verdict leads the report and whose offset drives the corrected video, most trusted first.
 FIX_PREFERENCE = ("syncnet", "fcn", "landmarks")
+SILENT_WINDOW_WORDS = "no sync signal: the sound is silent"
 
 
 @dataclass
@@ -168,18 +169,21 @@ def drift_ms_per_minute(times_s: Sequence[float], offsets_ms: Sequence[float]) -
 
 
 def track_lines(report: Report) -> list[str]:
-    """Plain lines for the face tracks, the windows (each led by its verdict), the drift (after `summary_lines`)."""
+    """Plain lines for the face tracks and the windows (each led by its verdict), the drift (after `summary_lines`)."""
     def found(results: list[SyncResult]) -> str:
         text = ", ".join(f"{r.engine} {r.offset_frames:+d} (confidence {r.confidence:.2f})" for r in results)
         return text or "too little of a speaking face to score"
 
+    def verdict(results: list[SyncResult]) -> str:
+        return f"{describe_preferred(results, report.tolerance)}; " if results else ""
+
     lines = []
     for t in report.tracks:
         speaking = "speaking" if t.speaking else "not speaking"
-        lines.append(f"  track {t.t_start:7.2f} - {t.t_end:7.2f} s, face {t.face}, {speaking}: {found(t.results)}")
+        lines.append(f"  track {t.t_start:7.2f} - {t.t_end:7.2f} s, face {t.face}, {speaking}: "
+                     f"{verdict(t.results)}{found(t.results)}")
     for w in report.windows or []:
-        verdict = f"{describe_preferred(w.results, report.tolerance)}; " if w.results else ""
-        lines.append(f"  window {w.t_start:7.2f} - {w.t_end:7.2f} s: {verdict}{found(w.results)}")
+        lines.append(f"  window {w.t_start:7.2f} - {w.t_end:7.2f} s: {verdict(w.results)}{found(w.results)}")
     lines += [f"  drift {d.engine}: {d.ms_per_minute:+.1f} ms per minute over {d.windows} windows with a sync "
               "signal" for d in report.drift]
     return lines
@@ -242,6 +246,12 @@ def window_to_dict(
     if error is not None:
         out["error"] = error
     return out
+
+
+def describe_failed_window(error: str | None, silent: bool = False) -> str:
+    """What a stream window without a report says, in the CLI and the app alike: a silent window has no sync signal;
+    any other failure says why."""
+    return SILENT_WINDOW_WORDS if silent else (error or "the window could not be analysed")
 
 
 def window_verdict(report: Report | None, silent: bool = False) -> str | None:

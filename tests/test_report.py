@@ -10,6 +10,7 @@ from syncnet.report import (
     Report,
     TrackReport,
     WindowResult,
+    describe_failed_window,
     describe_fix,
     describe_offset,
     describe_verdict,
@@ -160,6 +161,21 @@ def test_window_lines_lead_with_the_windows_verdict_in_the_reports_words():
     assert empty == "  window   10.00 -   15.00 s: too little of a speaking face to score"
     report.tolerance = Tolerance(200.0, 200.0)
     assert "s: in sync: 120 ms early is below what viewers notice (syncnet); " in track_lines(report)[1]
+
+
+def test_track_lines_lead_with_the_tracks_verdict():
+    report = _windowed_report()
+    report.tracks.append(TrackReport(375, 400, [], False, "on the right"))
+    scored, unscored = [line for line in track_lines(report) if line.startswith("  track")]
+    assert scored.startswith("  track    0.00 -   15.00 s, face on the left, speaking: audio is 120 ms early: delay "
+                             "it by 120 ms (syncnet); syncnet +3")
+    assert unscored.endswith("face on the right, not speaking: too little of a speaking face to score")
+
+
+def test_a_window_without_a_report_is_worded_alike_in_the_cli_and_the_app():
+    assert describe_failed_window("the soundtrack is silent", silent=True) == "no sync signal: the sound is silent"
+    assert describe_failed_window("no face found") == "no face found"
+    assert describe_failed_window(None) == "the window could not be analysed"
 
 
 def test_offset_plot_greys_out_windows_without_a_signal():
