@@ -99,8 +99,8 @@ def plot_offsets(report: Report) -> Figure:
     ax.set_ylabel("offset (ms, + = audio early)")
     ax.set_title("offset over time (thick: speaking faces' tracks; points: windows)")
     ax.grid(alpha=0.3)
-    if engines:
-        ax.legend()
+    if engines:  # beside the axes: inside, it hid the windows' points
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small", borderaxespad=0.0)
     fig.tight_layout()
     return fig
 
