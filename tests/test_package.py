@@ -52,6 +52,15 @@ def test_public_names_resolve_and_import_stays_light():
         assert f"'{name}'" in names
 
 
+def test_torch_threads_wait_passively_unless_the_user_chose(monkeypatch):
+    """Spinning OpenMP threads would take the cores that decoding and the face stage need (README, "Whole pipeline")."""
+    code = "import os, syncnet\nprint(os.environ['OMP_WAIT_POLICY'])\n"
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    assert _python_prints(code).strip() == "PASSIVE"
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    assert _python_prints(code).strip() == "ACTIVE"
+
+
 def test_landmarks_engine_loads_without_torch_or_pyav():
     code = (
         "import sys\n"
