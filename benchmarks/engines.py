@@ -30,13 +30,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from syncnet.audio import mfcc  # noqa: E402
+from syncnet.constants import SAMPLES_PER_FRAME  # noqa: E402
 from syncnet.engines import EngineInput  # noqa: E402
 from syncnet.fcn import PRECISIONS, FCNEngine, FCNSyncNet, distance_matrix  # noqa: E402
 from syncnet.media import load_media  # noqa: E402
 from syncnet.model import (  # noqa: E402
     CROP_SIZE,
     MAX_OFFSET,
-    SAMPLES_PER_FRAME,
     SyncNetEngine,
     build_model,
     n_windows,
