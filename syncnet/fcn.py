@@ -2,7 +2,7 @@
 
 - Lip stream: the first layer (a Conv3d, the only one that looks across time: 5 frames) runs as a 2-D convolution
   over each window's 5 frames stacked as 15 channels (its weights reshaped: the same products, summed in another
-  order; in bfloat16 about 1.15x faster than the Conv3d on AVX512-BF16, where oneDNN's 3-D kernel ran well below
+  order; in bfloat16 1.16-1.23x faster than the Conv3d on an AVX512-BF16 CPU, where oneDNN's 3-D kernel ran below
   the 2-D one); the stacks are built a chunk of windows at a time (``CHUNK_WINDOWS``). Every later layer sees one
   frame, so it runs as a 2-D convolution on all windows at once, and the fully connected layers become 1x1
   convolutions. One embedding per 5-frame window, identical to the original.
