@@ -7,7 +7,8 @@ engine call, for the windowed `syncnet` (float32, the reference) and `fcn` at ea
 side, with the speed-ups; the floor (the lip stream's FLOPs per frame over this machine's measured float32 matmul
 FLOP/s); and each engine's agreement with the reference on the clip. Weights: ``SYNCNET_WEIGHTS`` if set, otherwise
 the test fixture's synthetic weights (same layout, same arithmetic). Variants of `fcn` that are not used are timed
-and checked alongside (plain layout, whole-sequence audio).
+and checked alongside (plain layout, whole-sequence audio, and the lip stream's first layer as the sliding Conv3d that
+`fcn` used before it ran a 2-D convolution over stacked frames).
 """
 from __future__ import annotations
 
@@ -30,13 +31,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from syncnet.audio import mfcc  # noqa: E402
+from syncnet.constants import SAMPLES_PER_FRAME  # noqa: E402
 from syncnet.engines import EngineInput  # noqa: E402
 from syncnet.fcn import PRECISIONS, FCNEngine, FCNSyncNet, distance_matrix  # noqa: E402
 from syncnet.media import load_media  # noqa: E402
 from syncnet.model import (  # noqa: E402
     CROP_SIZE,
     MAX_OFFSET,
-    SAMPLES_PER_FRAME,
+    VIDEO_WINDOW,
     SyncNetEngine,
     build_model,
     n_windows,
@@ -47,6 +49,7 @@ from syncnet.model import (  # noqa: E402
 
 DEFAULT_CLIP = ROOT / "tests" / "data" / "clips" / "syncnet_example.avi"
 MATMUL_N = 2048
+CONV3D_CHUNK = 16  # windows per pass of the Conv3d variant (its setting when it was fcn's)
 
 
 def load_state() -> tuple[dict, str]:
@@ -92,6 +95,28 @@ def matmul() -> None:
 _A = torch.randn(MATMUL_N, MATMUL_N)
 
 
+def conv3d_lips(net: FCNSyncNet) -> functools.partial:
+    """``embed_lips`` with the first layer as one sliding Conv3d over the clip (how fcn ran before): same weights."""
+    conv2d = net.lip_conv1
+    out, stacked, kh, kw = conv2d.weight.shape
+    conv = torch.nn.Conv3d(3, out, (VIDEO_WINDOW, kh, kw), (1, *conv2d.stride))
+    conv.weight.data.copy_(conv2d.weight.reshape(out, VIDEO_WINDOW, 3, kh, kw).transpose(1, 2))
+    conv.bias.data.copy_(conv2d.bias)
+    conv = conv.to(net.dtype).to(memory_format=torch.channels_last_3d)
+    return functools.partial(_conv3d_lips, net, conv)
+
+
+@torch.inference_mode()
+def _conv3d_lips(net: FCNSyncNet, conv: torch.nn.Conv3d, frames: np.ndarray, n: int) -> torch.Tensor:
+    out = []
+    for start in range(0, n, CONV3D_CHUNK):
+        stop = min(n, start + CONV3D_CHUNK)
+        clip = torch.from_numpy(np.ascontiguousarray(frames[start : stop + VIDEO_WINDOW - 1]))
+        y = conv(clip.permute(3, 0, 1, 2)[None].to(net.dtype))[0].transpose(0, 1)  # windows, 96, h, w
+        out.append(net.lip_frames(y.contiguous(memory_format=torch.channels_last)).flatten(1).float())
+    return torch.cat(out)
+
+
 def lip_flops_per_frame(net: FCNSyncNet, frames: np.ndarray) -> float:
     with FlopCounterMode(display=False) as counter:
         net.embed_lips(frames[:5], 1)
@@ -108,11 +133,15 @@ def fmt(times: list[float], n: int) -> str:
     return f"{statistics.median(ms):.2f} ({min(ms):.2f}-{max(ms):.2f})"
 
 
+def paired(ts: list[float], tf: list[float]) -> str:
+    """Median (min-max) of the speed-ups ``ts / tf`` within each round."""
+    ratios = sorted(a / b for a, b in zip(ts, tf, strict=True))
+    return f"{statistics.median(ratios):.2f}x ({ratios[0]:.2f}-{ratios[-1]:.2f})"
+
+
 def per_round(ts: list[float], tf: list[float]) -> str:
     """Speed-up as the ratio of the medians, and the median (min-max) of the ratios within each round."""
-    paired = sorted(a / b for a, b in zip(ts, tf, strict=True))
-    ratio = statistics.median(ts) / statistics.median(tf)
-    return f"{ratio:.2f}x | {statistics.median(paired):.2f}x ({paired[0]:.2f}-{paired[-1]:.2f})"
+    return f"{statistics.median(ts) / statistics.median(tf):.2f}x | {paired(ts, tf)}"
 
 
 def offset(dists: np.ndarray) -> int:
@@ -156,6 +185,7 @@ def main() -> None:
     for name, engine in engines.items():
         tasks[(name, "engine.run")] = functools.partial(engine.run, inputs)
     tasks["fcn fp32 lip, no channels-last"] = lambda: fcn_plain.embed_lips(frames, n)
+    tasks["fcn bf16 lip, Conv3d"] = functools.partial(conv3d_lips(fcn["bf16"]), frames, n)
     tasks["fcn fp32 audio, whole sequence"] = lambda: fcn["fp32"].embed_audio(cc, n, "sequence")
     tasks["matmul"] = matmul
     runs = interleaved(tasks, args.repeats)
@@ -208,6 +238,7 @@ def main() -> None:
         )
     fcn_lip_ms = statistics.median(runs[("fcn fp32", "lip")][1]) / n * 1000
     plain, seq = runs["fcn fp32 lip, no channels-last"], runs["fcn fp32 audio, whole sequence"]
+    conv3d, stacked = runs["fcn bf16 lip, Conv3d"], runs[("fcn bf16", "lip")]
     d_seq = distance_matrix(emb["fp32"][0], seq[0])
     lines += [
         "",
@@ -222,6 +253,9 @@ def main() -> None:
         "| fcn variant (not used) | ms per frame | accuracy against the fp32 windowed embeddings |",
         "| --- | --- | --- |",
         f"| fp32 lip, no channels-last | {fmt(plain[1], n)} | max rel. {rel(plain[0], lip_s):.1e} |",
+        f"| bf16 lip, first layer as a Conv3d ({CONV3D_CHUNK} windows a pass; stacked 2-D conv over it, per round: "
+        f"{paired(conv3d[1], stacked[1])}) | {fmt(conv3d[1], n)} | max rel. "
+        f"{rel(conv3d[0], lip_s):.1e} (stacked: {rel(stacked[0], lip_s):.1e}) |",
         f"| fp32 audio, whole sequence | {fmt(seq[1], n)} | max rel. {rel(seq[0], aud_s):.1e}, "
         f"distances {rel(d_seq, d_s):.1e}, offset {offset(d_seq):+d} |",
     ]

@@ -22,6 +22,7 @@ from syncnet.fcn import (
     distance_matrix,
     fast_bf16,
     fold_bn,
+    stack_windows,
 )
 from syncnet.media import SAMPLES_PER_FRAME, load_media
 from syncnet.model import (
@@ -83,6 +84,20 @@ def test_fcn_reproduces_reference(fcn, name):
     dists = distance_matrix(lip, aud)
     assert rel_err(dists, exp["dists"][:, ::-1]) < 1e-5
     assert int(np.argmin(dists.mean(axis=0))) - 15 == int(exp["offset"])
+
+
+def test_stacked_first_layer_is_the_conv3d(net, fcn):
+    """The first layer as a 2-D conv over 5 stacked frames gives the original's Conv3d (+BN) maps, window by window."""
+    frames = np.load(SYNCNET_REF / "input.npz")["frames_bgr"][:12]
+    clip = torch.from_numpy(frames).float()
+    with torch.inference_mode():
+        expected = net.netcnnlip[1](net.netcnnlip[0](clip.permute(3, 0, 1, 2)[None]))[0].transpose(0, 1)
+        stacked = stack_windows(clip, 8)
+        got = fcn.lip_conv1(stacked)
+    assert stacked.shape == (8, 15, 224, 224) and stacked.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(stacked[3, 6:9], clip[5].permute(2, 0, 1))  # window 3, its third frame (3 + 2), B, G, R
+    assert got.shape == expected.shape == (8, 96, 109, 109)
+    assert rel_err(got, expected) < 1e-5
 
 
 def test_pool_before_relu_is_exact():
