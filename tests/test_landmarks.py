@@ -11,11 +11,15 @@ from syncnet.landmarks import (
     MOUTH_BLENDSHAPES,
     NUM_BLENDSHAPES,
     NUM_LIP_FEATURES,
+    SURROUND_SIGMA,
+    SURROUND_WEIGHT,
     LandmarkEngine,
     LandmarkInputError,
+    Projection,
     audio_features,
     projections,
     visual_features,
+    window_dists,
 )
 from syncnet.media import SAMPLES_PER_FRAME
 from syncnet.scoring import OFFSETS, Calibration, summarize
@@ -175,6 +179,33 @@ def test_gaps_in_blendshapes_are_filled():
     shapes = blendshapes_of(lips)
     shapes[20:25, 25] = np.nan
     assert np.isfinite(run(lips, audio, shapes).dists).all()
+
+
+def test_each_offset_is_scored_against_its_surround():
+    """1 - dists is the similarity minus SURROUND_WEIGHT times its Gaussian surround over offsets, frame by frame."""
+    from scipy.ndimage import gaussian_filter1d
+
+    rng = np.random.default_rng(3)
+    visual, sound = rng.standard_normal((2, 40, 3))
+    weights = np.array([0.5, 0.3, 0.2])
+    similarity = np.zeros((40, len(OFFSETS)))
+    for column, offset in enumerate(OFFSETS):
+        for t in range(40):
+            if 0 <= t - offset < 40:
+                similarity[t, column] = (weights * visual[t] * sound[t - offset]).sum()
+    surround = gaussian_filter1d(similarity, SURROUND_SIGMA, axis=1, mode="nearest")
+    expected = 1.0 - (similarity - SURROUND_WEIGHT * surround)
+    np.testing.assert_allclose(window_dists(visual, sound, weights), expected, atol=1e-12)
+
+
+def test_other_projections_can_be_given():
+    """LandmarkEngine(fitted=...) scores with those projections (the cross-validation's folds), not the stored ones."""
+    lips, audio = talking()
+    stored = projections()["lips"]
+    flipped = {"lips": Projection(stored.visual, -stored.audio, stored.weights)}
+    same = LandmarkEngine(fitted={"lips": stored}).window_dists(lips, audio)
+    np.testing.assert_array_equal(same, LandmarkEngine().window_dists(lips, audio))
+    assert not np.allclose(LandmarkEngine(fitted=flipped).window_dists(lips, audio), same)
 
 
 def test_rows_are_the_very_rows_of_the_whole_result():
