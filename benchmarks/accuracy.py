@@ -329,10 +329,11 @@ def render(engines_reports: dict[str, list[ClipReport]], skipped: list[Skipped],
         "MediaPipe's mouth blendshapes) were fitted (`python -m benchmarks.calibrate_landmarks --projection`) on "
         "every other clip by name (`fit` below, the real single-speaker ones); the other clips never entered any "
         "fit, and are reported apart (`held out`). Shift amounts and excerpts play no part in the fit (it uses "
-        "each whole clip unshifted at its own offset). The design (levels and velocities on both sides, a "
-        "contrastive canonical fit, six directions, its ridge) was chosen among ~20 variants by their 1 s / 2 s "
-        "excerpt accuracy on the held-out clips: the held-out rows are the fairest numbers here, but not a "
-        "pristine test set (the gaps between variants were 1-5 points).",
+        "each whole clip unshifted at its own offset). Design: the earlier choices (levels and velocities on "
+        "both sides, a contrastive canonical fit, six directions, its ridge) were made among ~20 variants on the "
+        "held-out clips' 1 s / 2 s excerpts, so the held-out rows are not a pristine test set; the later one (each "
+        "offset scored against its surround) was made among 20 variants by `--cross-validate` (4 folds within the "
+        "fit half), without the held-out clips.",
         f"- Short windows: video frames [a, a+K) with the audio of frames [a+s, a+s+K) of the same recording "
         f"(real sound, never padding), s = {SHIFTS[0]}..{SHIFTS[-1]}, a every {EXCERPT_STRIDE} frames from "
         f"{EXCERPT_MARGIN} frames after the face segment's start to {EXCERPT_MARGIN} before its end; right when "
