@@ -10,9 +10,9 @@ is right when the engine's offset on the excerpt is the clip's whole-clip offset
 K = 5, 9, 15, 25 (1 s), 50 (2 s) frames on the clips never used in fitting (the context-length table, next to
 SyncNet's published LRS2 numbers). The landmark engine is run with and without MediaPipe's blendshapes.
 
-``--cross-validate`` is the design check: the fit half is split in CV_FOLDS
-folds by name, the projections are refitted on all folds but one and the short-window test is run on that one
-(the held-out clips are decoded, from the cache, but never scored).
+``--cross-validate`` is the design check: the fit half is split in CV_FOLDS folds by name, the projections are
+refitted on all folds but one and the short-window test is run on that one, in turn (the held-out clips are
+decoded, from the cache, but never scored).
 
     python -m benchmarks.accuracy [--clips ../shared/clips] [--cache DIR] [--out FILE] [--cross-validate]
 """
@@ -38,7 +38,7 @@ from benchmarks.calibrate_landmarks import believed_in_sync, fit_projection, pro
 from benchmarks.clipdata import DEFAULT_CACHE, ClipData, decode_clip, load_clip, load_clips
 from syncnet.constants import SAMPLES_PER_FRAME
 from syncnet.engines import ENGINE_NAMES, Engine, EngineInput, Skipped, load_engines
-from syncnet.landmarks import LandmarkEngine, feature_set
+from syncnet.landmarks import LIPS, LIPS_AND_BLENDSHAPES, LandmarkEngine
 from syncnet.scoring import SyncResult
 
 log = logging.getLogger("accuracy")
@@ -60,7 +60,6 @@ TURN_TAKING = {"visualvoice_interview.mp4"}
 CV_FOLDS = 4  # --cross-validate: folds of the fit half (every CV_FOLDS-th fit clip by name)
 CV_CONTEXTS = (25, 50)
 BLENDSHAPES = "landmarks+blendshapes"  # the landmark engine given MediaPipe's blendshapes too
-BLENDSHAPES_SET = "lips+blendshapes"  # its projection's feature set (syncnet.landmarks.feature_set)
 # third-party shifted copies of syncnet_example.avi; the manifest measured the AV shift they add when frame
 # timestamps are honoured (adelay + undeclared MP3 priming - a 120 ms video gap): audio late by 4.7 and 11.7 frames
 DERIVED_EXPECTED = {"syncnet_example_audiodelay5.avi": -4.7, "syncnet_example_audiodelay12.avi": -11.7}
@@ -264,8 +263,8 @@ def cross_validate(clips: list[ClipData]) -> dict[str, dict[int, list[bool]]]:
     for fold in range(CV_FOLDS):
         held = {c.name for c in fit[fold::CV_FOLDS]}
         train = [c for c in fit if c.name not in held]
-        fitted = {feature_set(None): fit_projection(train, use_blendshapes=False),
-                  BLENDSHAPES_SET: fit_projection(train, use_blendshapes=True)}
+        fitted = {LIPS: fit_projection(train, use_blendshapes=False),
+                  LIPS_AND_BLENDSHAPES: fit_projection(train, use_blendshapes=True)}
         engine = LandmarkEngine(fitted=fitted)
         for variant in (Variant("landmarks", engine), Variant(BLENDSHAPES, engine, True)):
             for clip in (c for c in fit if c.name in held):

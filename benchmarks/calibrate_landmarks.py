@@ -179,9 +179,9 @@ def main() -> None:
     clips = load_clips(args.clips, args.cache)
     if args.projection:
         subset = projection_subset(clips)
-        fitted = {landmarks.feature_set(None): fit_projection(subset, use_blendshapes=False)}
+        fitted = {landmarks.LIPS: fit_projection(subset, use_blendshapes=False)}
         if all(c.blendshapes is not None for c in subset):
-            fitted[landmarks.feature_set(subset[0].blendshapes)] = fit_projection(subset, use_blendshapes=True)
+            fitted[landmarks.LIPS_AND_BLENDSHAPES] = fit_projection(subset, use_blendshapes=True)
         if not args.dry_run:
             write_projections(fitted, [c.name for c in subset])
         names = ", ".join(c.name for c in subset)

@@ -10,9 +10,8 @@ numbers, not a network). The per-frame products of the standardised projections,
 per-window similarities, so their mean over the frames is a cross-correlation; each is scored against its
 surroundings (minus half its Gaussian-weighted mean over nearby offsets, which favours a sharp peak over a broad
 rise) and `syncnet.scoring.summarize` turns ``1 - score`` into an offset, a confidence and per-frame confidences as
-for the other engines. Frames
-whose audio is digital silence (or padding) carry no weight; a silent or motionless input gives a flat curve,
-i.e. confidence ~0.
+for the other engines. Frames whose audio is digital silence (or padding) carry no weight; a silent or motionless
+input gives a flat curve, i.e. confidence ~0.
 """
 from __future__ import annotations
 
@@ -49,6 +48,7 @@ SURROUND_SIGMA = 4.0  # offsets: width of the Gaussian surround each offset's si
 SURROUND_WEIGHT = 0.5  # share of that surround subtracted (chosen by cross-validation on the fit clips)
 
 PROJECTION_PATH = Path(__file__).parent / "assets" / "landmarks_projection.json"
+LIPS, LIPS_AND_BLENDSHAPES = "lips", "lips+blendshapes"  # the feature sets, each with its own projection
 NUM_LIP_FEATURES = 5  # columns of syncnet.faces.lip_shapes
 NUM_BLENDSHAPES = 52  # MediaPipe Face Landmarker's blendshape scores, in its category order
 # mouth blendshapes used (category indices; left and right halves summed): jawOpen, mouthClose, mouthFunnel,
@@ -71,7 +71,7 @@ class Projection:
 
 @lru_cache(maxsize=1)
 def projections() -> dict[str, Projection]:
-    """The fitted projections by feature set: "lips" and "lips+blendshapes" (see PROJECTION_PATH)."""
+    """The fitted projections by feature set: LIPS and LIPS_AND_BLENDSHAPES (see PROJECTION_PATH)."""
     stored = json.loads(PROJECTION_PATH.read_text())
     return {
         name: Projection(np.array(p["visual"]), np.array(p["audio"]), np.array(p["weights"]))
@@ -155,7 +155,7 @@ def audio_features(audio: np.ndarray, num_frames: int, weights: np.ndarray) -> n
 
 
 def feature_set(blendshapes: np.ndarray | None) -> str:
-    return "lips" if blendshapes is None else "lips+blendshapes"
+    return LIPS if blendshapes is None else LIPS_AND_BLENDSHAPES
 
 
 def series(

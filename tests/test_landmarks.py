@@ -8,6 +8,8 @@ import pytest
 from syncnet.card import CARD_PATH as CARD_CONFIG
 from syncnet.engines import EngineInput, load_engines
 from syncnet.landmarks import (
+    LIPS,
+    LIPS_AND_BLENDSHAPES,
     MOUTH_BLENDSHAPES,
     NUM_BLENDSHAPES,
     NUM_LIP_FEATURES,
@@ -105,7 +107,7 @@ def test_projections_fit_the_features():
     weights = np.ones(len(lips))
     audio_dims = audio_features(audio.astype(np.float64), len(lips), weights).shape[1]
     for shapes in (None, blendshapes_of(lips)):
-        projection = projections()["lips" if shapes is None else "lips+blendshapes"]
+        projection = projections()[LIPS if shapes is None else LIPS_AND_BLENDSHAPES]
         assert projection.visual.shape[0] == visual_features(lips.astype(np.float64), shapes).shape[1]
         assert projection.audio.shape[0] == audio_dims
         assert projection.visual.shape[1] == projection.audio.shape[1] == len(projection.weights)
@@ -201,9 +203,9 @@ def test_each_offset_is_scored_against_its_surround():
 def test_other_projections_can_be_given():
     """LandmarkEngine(fitted=...) scores with those projections (the cross-validation's folds), not the stored ones."""
     lips, audio = talking()
-    stored = projections()["lips"]
-    flipped = {"lips": Projection(stored.visual, -stored.audio, stored.weights)}
-    same = LandmarkEngine(fitted={"lips": stored}).window_dists(lips, audio)
+    stored = projections()[LIPS]
+    flipped = {LIPS: Projection(stored.visual, -stored.audio, stored.weights)}
+    same = LandmarkEngine(fitted={LIPS: stored}).window_dists(lips, audio)
     np.testing.assert_array_equal(same, LandmarkEngine().window_dists(lips, audio))
     assert not np.allclose(LandmarkEngine(fitted=flipped).window_dists(lips, audio), same)
 
