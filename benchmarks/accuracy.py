@@ -331,7 +331,7 @@ def render(engines_reports: dict[str, list[ClipReport]], skipped: list[Skipped],
         "each whole clip unshifted at its own offset). Design: the earlier choices (levels and velocities on "
         "both sides, a contrastive canonical fit, six directions, its ridge) were made among ~20 variants on the "
         "held-out clips' 1 s / 2 s excerpts, so the held-out rows are not a pristine test set; the later one (each "
-        "offset scored against its surround) was made among 20 variants by `--cross-validate` (4 folds within the "
+        "offset scored against its surround) was made among 21 variants by `--cross-validate` (4 folds within the "
         "fit half), without the held-out clips.",
         f"- Short windows: video frames [a, a+K) with the audio of frames [a+s, a+s+K) of the same recording "
         f"(real sound, never padding), s = {SHIFTS[0]}..{SHIFTS[-1]}, a every {EXCERPT_STRIDE} frames from "

@@ -10,9 +10,8 @@ numbers, not a network). The per-frame products of the standardised projections,
 per-window similarities, so their mean over the frames is a cross-correlation; each is scored against its
 surroundings (minus half its Gaussian-weighted mean over nearby offsets, which favours a sharp peak over a broad
 rise) and `syncnet.scoring.summarize` turns ``1 - score`` into an offset, a confidence and per-frame confidences as
-for the other engines. With blendshapes, the per-frame scores of both feature sets (lip shapes alone; lip shapes
-and blendshapes) are averaged. Frames whose audio is digital silence (or padding) carry no weight; a silent or
-motionless input gives a flat curve, i.e. confidence ~0.
+for the other engines. Frames whose audio is digital silence (or padding) carry no weight; a silent or motionless
+input gives a flat curve, i.e. confidence ~0.
 """
 from __future__ import annotations
 
@@ -241,18 +240,8 @@ class LandmarkEngine:
         self.fitted = fitted
 
     def window_dists(self, lips: np.ndarray, audio: np.ndarray, blendshapes: np.ndarray | None = None) -> np.ndarray:
-        """(T, 31) per-frame dissimilarities, column k = offset k - 15; `blendshapes` (T, 52) are optional.
-
-        With blendshapes, the mean of the lip-shape-only dissimilarities and those with blendshapes.
-        """
+        """(T, 31) per-frame dissimilarities, column k = offset k - 15; `blendshapes` (T, 52) are optional."""
         lips, audio, blendshapes = check_inputs(lips, audio, blendshapes)
-        dists = self._feature_set_dists(lips, audio, None)
-        if blendshapes is not None:
-            dists = 0.5 * (dists + self._feature_set_dists(lips, audio, blendshapes))
-        return dists
-
-    def _feature_set_dists(self, lips: np.ndarray, audio: np.ndarray, blendshapes: np.ndarray | None) -> np.ndarray:
-        """window_dists through the projection of one feature set (lip shapes, or lip shapes and blendshapes)."""
         projection = self.fitted[feature_set(blendshapes)] if self.fitted else None
         return window_dists(*series(lips, audio, blendshapes, projection))
 

@@ -19,9 +19,7 @@ from syncnet.landmarks import (
     LandmarkInputError,
     Projection,
     audio_features,
-    check_inputs,
     projections,
-    series,
     visual_features,
     window_dists,
 )
@@ -200,14 +198,6 @@ def test_each_offset_is_scored_against_its_surround():
     surround = gaussian_filter1d(similarity, SURROUND_SIGMA, axis=1, mode="nearest")
     expected = 1.0 - (similarity - SURROUND_WEIGHT * surround)
     np.testing.assert_allclose(window_dists(visual, sound, weights), expected, atol=1e-12)
-
-
-def test_with_blendshapes_both_feature_sets_are_averaged():
-    lips, audio = talking()
-    shapes = blendshapes_of(lips)
-    with_shapes = window_dists(*series(*check_inputs(lips, audio, shapes)))
-    expected = 0.5 * (LandmarkEngine().window_dists(lips, audio) + with_shapes)
-    np.testing.assert_allclose(LandmarkEngine().window_dists(lips, audio, shapes), expected, atol=1e-12)
 
 
 def test_other_projections_can_be_given():
