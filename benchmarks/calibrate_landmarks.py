@@ -156,15 +156,16 @@ def measure_lag(clips: list[ClipData], use_blendshapes: bool = False) -> tuple[f
 
 
 def write_calibration(bias: float, note: str, config: Path = CARD_CONFIG) -> None:
-    """Set calibration.landmarks = {scale: 1, bias} (and its note) in the card, keeping everything else."""
-    card = json.loads(config.read_text()) if config.exists() else {}
-    card.setdefault("calibration", {})["landmarks"] = {"scale": 1.0, "bias": round(bias, 3)}
-    card["calibration_landmarks_note"] = note
-    config.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(card, indent=2)
-    one_line = r'{"scale": \1, "bias": \2}'  # each engine's calibration on one line
-    text = re.sub(r'\{\s+"scale": ([^,]+),\s+"bias": ([^\s]+)\s+\}', one_line, text)
-    config.write_text(text + "\n")
+    """Set calibration.landmarks = {scale: 1, bias} (and its note) in the card, keeping the rest of its text."""
+    text = config.read_text()
+    entry = json.dumps({"scale": 1.0, "bias": round(bias, 3)})
+    text = re.sub(r'"landmarks": \{"scale": [^}]*\}', lambda _: f'"landmarks": {entry}', text, count=1)
+    key = "calibration_landmarks_note"
+    text = re.sub(rf'  "{key}": "(?:[^"\\]|\\.)*"', lambda _: f'  "{key}": {json.dumps(note)}', text)
+    card = json.loads(text)  # still valid
+    if card["calibration"]["landmarks"]["bias"] != round(bias, 3) or card.get(key) != note:
+        raise ValueError(f"{config}: no calibration.landmarks entry or {key} to update")
+    config.write_text(text)
 
 
 def main() -> None:
@@ -178,9 +179,9 @@ def main() -> None:
     clips = load_clips(args.clips, args.cache)
     if args.projection:
         subset = projection_subset(clips)
-        fitted = {landmarks.feature_set(None): fit_projection(subset, use_blendshapes=False)}
+        fitted = {landmarks.LIPS: fit_projection(subset, use_blendshapes=False)}
         if all(c.blendshapes is not None for c in subset):
-            fitted[landmarks.feature_set(subset[0].blendshapes)] = fit_projection(subset, use_blendshapes=True)
+            fitted[landmarks.LIPS_AND_BLENDSHAPES] = fit_projection(subset, use_blendshapes=True)
         if not args.dry_run:
             write_projections(fitted, [c.name for c in subset])
         names = ", ".join(c.name for c in subset)

@@ -7,6 +7,9 @@ Three kinds of input are built from the benchmark clips (their tracked face segm
 - speechless: each clip's lips with a soundtrack without speech: white noise, brown noise, synthetic music (decaying
   harmonic notes, 2-5 a second, chords and a beat) and a steady 440 Hz tone, at speech level (-20 dBFS RMS).
 
+The lips come with the clip's MediaPipe blendshapes where the cache has them, as the pipeline gives them to the
+landmark engine.
+
 Clips are split in two halves by name (every other clip, as `calibrate_landmarks.projection_subset` splits them: the
 landmark engine's projection was fitted on the first half). The threshold is chosen on the first half (the one
 that maximises true-signal rate minus false-alarm rate, Youden's J, at the middle of the gap between the two
@@ -124,16 +127,20 @@ def pieces(clip: ClipData, window_s: float | None) -> list[ClipData]:
     return [
         ClipData(f"{clip.name}@{start / FPS:.0f}s", clip.lips[start : start + frames],
                  clip.audio[start * SAMPLES_PER_FRAME : (start + frames) * SAMPLES_PER_FRAME], clip.start + start,
-                 frames, clip.num_faces, clip.kind)
+                 frames, clip.num_faces, clip.kind, blendshapes=_rows(clip.blendshapes, start, start + frames))
         for start in range(0, len(clip.lips) - frames + 1, frames)
     ]
 
 
+def _rows(x: np.ndarray | None, start: int, stop: int) -> np.ndarray | None:
+    return None if x is None else x[start:stop]
+
+
 def with_sound(clip: ClipData, audio: np.ndarray, name: str) -> ClipData:
-    """``clip``'s lips with ``audio``, both cut to the shorter."""
+    """``clip``'s lips (and blendshapes) with ``audio``, both cut to the shorter."""
     frames = min(len(clip.lips), len(audio) // SAMPLES_PER_FRAME)
     return ClipData(name, clip.lips[:frames], audio[: frames * SAMPLES_PER_FRAME], clip.start, frames,
-                    clip.num_faces, clip.kind)
+                    clip.num_faces, clip.kind, blendshapes=_rows(clip.blendshapes, 0, frames))
 
 
 def measure(engine: Engine, clips: list[ClipData], held_out: set[str], clips_dir: Path,
@@ -145,7 +152,7 @@ def measure(engine: Engine, clips: list[ClipData], held_out: set[str], clips_dir
     def case(kind: str, detail: str, lips_of: ClipData, piece: ClipData) -> Case:
         face = crops.get(lips_of.name)
         face = None if face is None else face[piece.start - lips_of.start :][: len(piece.lips)]
-        result = engine.run(make_input(piece, piece.audio, face))
+        result = engine.run(make_input(piece, piece.audio, face, piece.blendshapes is not None))
         return Case(kind, detail, lips_of.name in held_out, float(result.confidence), len(result.window_dists))
 
     cases = []
@@ -324,7 +331,9 @@ def main() -> None:
         f"- Inputs: {len(clips)} clips (`clipdata.load_clips`: the derived `syncnet_example_audiodelay*` copies left "
         "out); genuine = each clip as it is; mismatched = its lips with every other recording's speech in the same "
         "half (files sharing a recording's sound never paired: " + ", ".join(SAME_RECORDING) + "), cut to the "
-        "shorter; speechless = its lips with " + ", ".join(SOUNDTRACKS) + " at -20 dBFS RMS.",
+        "shorter; speechless = its lips with " + ", ".join(SOUNDTRACKS) + " at -20 dBFS RMS. Lips with their "
+        f"MediaPipe blendshapes ({sum(c.blendshapes is not None for c in clips)} of {len(clips)} clips have them), "
+        "as the pipeline gives them to the landmark engine.",
         f"- Split: {len(clips) - len(held_out)} clips (every other clip by name, the landmark projection's fit half) "
         f"choose the threshold (Youden's J, middle of the gap); the other {len(held_out)} are held out and only "
         "reported. Pairs never cross the halves.",

@@ -7,10 +7,11 @@ paired directions: the directions along which lips and sound agree at the right 
 (a contrastive canonical fit, closed form, done once on half of the benchmark clips by `python -m
 benchmarks.calibrate_landmarks --projection` and stored in `assets/landmarks_projection.json`; a few hundred
 numbers, not a network). The per-frame products of the standardised projections, weighted per direction, are the
-per-window similarities, so their mean over the frames is a cross-correlation and `syncnet.scoring.summarize`
-turns ``1 - similarity`` into an offset, a confidence and per-frame confidences as for the other engines. Frames
-whose audio is digital silence (or padding) carry no weight; a silent or motionless input gives a flat curve,
-i.e. confidence ~0.
+per-window similarities, so their mean over the frames is a cross-correlation; each is scored against its
+surroundings (minus half its Gaussian-weighted mean over nearby offsets, which favours a sharp peak over a broad
+rise) and `syncnet.scoring.summarize` turns ``1 - score`` into an offset, a confidence and per-frame confidences as
+for the other engines. Frames whose audio is digital silence (or padding) carry no weight; a silent or motionless
+input gives a flat curve, i.e. confidence ~0.
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
-from scipy.ndimage import maximum_filter1d
+from scipy.ndimage import gaussian_filter1d, maximum_filter1d
 
 from syncnet.card import calibration
 from syncnet.constants import MFCC_HOP, MFCC_STEPS_PER_FRAME, MFCC_WINDOW_LENGTH, SAMPLE_RATE, SAMPLES_PER_FRAME
@@ -43,8 +44,11 @@ BAND_EDGES_HZ = np.geomspace(150.0, 7000.0, 9)  # 8 log-spaced bands
 DYNAMIC_RANGE_DB = 50.0  # band levels are floored this far below their 95th percentile
 SILENCE_DB = -90.0  # frames quieter than this (digital silence, padding) carry no weight
 SILENCE_DILATION = 2  # frames next to silence carry no weight either (their energy slope is a step)
+SURROUND_SIGMA = 4.0  # offsets: width of the Gaussian surround each offset's similarity is compared with
+SURROUND_WEIGHT = 0.5  # share of that surround subtracted (chosen by cross-validation on the fit clips)
 
 PROJECTION_PATH = Path(__file__).parent / "assets" / "landmarks_projection.json"
+LIPS, LIPS_AND_BLENDSHAPES = "lips", "lips+blendshapes"  # the feature sets, each with its own projection
 NUM_LIP_FEATURES = 5  # columns of syncnet.faces.lip_shapes
 NUM_BLENDSHAPES = 52  # MediaPipe Face Landmarker's blendshape scores, in its category order
 # mouth blendshapes used (category indices; left and right halves summed): jawOpen, mouthClose, mouthFunnel,
@@ -67,7 +71,7 @@ class Projection:
 
 @lru_cache(maxsize=1)
 def projections() -> dict[str, Projection]:
-    """The fitted projections by feature set: "lips" and "lips+blendshapes" (see PROJECTION_PATH)."""
+    """The fitted projections by feature set: LIPS and LIPS_AND_BLENDSHAPES (see PROJECTION_PATH)."""
     stored = json.loads(PROJECTION_PATH.read_text())
     return {
         name: Projection(np.array(p["visual"]), np.array(p["audio"]), np.array(p["weights"]))
@@ -151,14 +155,17 @@ def audio_features(audio: np.ndarray, num_frames: int, weights: np.ndarray) -> n
 
 
 def feature_set(blendshapes: np.ndarray | None) -> str:
-    return "lips" if blendshapes is None else "lips+blendshapes"
+    return LIPS if blendshapes is None else LIPS_AND_BLENDSHAPES
 
 
 def series(
-    lips: np.ndarray, audio: np.ndarray, blendshapes: np.ndarray | None = None
+    lips: np.ndarray, audio: np.ndarray, blendshapes: np.ndarray | None = None, projection: Projection | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The visual and audio series (T, C) that are cross-correlated, standardised, and the C direction weights."""
-    projection = projections()[feature_set(blendshapes)]
+    """The visual and audio series (T, C) that are cross-correlated, standardised, and the C direction weights.
+
+    `projection`: the stored one for the feature set by default.
+    """
+    projection = projection or projections()[feature_set(blendshapes)]
     num_frames = len(lips)
     weights = speech_weights(audio, num_frames)
     visual = standardise(visual_features(lips, blendshapes) @ projection.visual)
@@ -167,9 +174,11 @@ def series(
 
 
 def window_dists(visual: np.ndarray, sound: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """(T, 31) ``1 - sum_c weights_c visual[t, c] sound[t - k, c] / sum(weights)`` for offset k (column k + 15).
+    """(T, 31) ``1 - score`` for offset k (column k + 15), per frame t.
 
-    Frames whose sound at that offset would lie outside the clip get 1.
+    The similarity is ``sum_c weights_c visual[t, c] sound[t - k, c] / sum(weights)`` (0 where the sound at that
+    offset would lie outside the clip); the score is the similarity minus SURROUND_WEIGHT times its Gaussian
+    average over nearby offsets (SURROUND_SIGMA), linear, so the mean over frames is scored the same way.
     """
     num_frames = len(visual)
     weighted = visual * (weights / weights.sum())
@@ -179,7 +188,8 @@ def window_dists(visual: np.ndarray, sound: np.ndarray, weights: np.ndarray) -> 
         source = frames - offset  # audio frame holding the sound of video frame t at this offset
         valid = (source >= 0) & (source < num_frames)
         dists[valid, column] = 1.0 - (weighted[valid] * sound[source[valid]]).sum(axis=1)
-    return dists
+    surround = gaussian_filter1d(dists, SURROUND_SIGMA, axis=1, mode="nearest")
+    return dists - SURROUND_WEIGHT * (surround - 1.0)
 
 
 def check_inputs(
@@ -224,12 +234,16 @@ class LandmarkEngine:
 
     name = NAME
 
-    def __init__(self, calibration: Calibration = Calibration()):
+    def __init__(self, calibration: Calibration = Calibration(), fitted: dict[str, Projection] | None = None):
+        """`fitted`: projections by feature set instead of the stored ones (to cross-validate a fit)."""
         self.calibration = calibration
+        self.fitted = fitted
 
     def window_dists(self, lips: np.ndarray, audio: np.ndarray, blendshapes: np.ndarray | None = None) -> np.ndarray:
         """(T, 31) per-frame dissimilarities, column k = offset k - 15; `blendshapes` (T, 52) are optional."""
-        return window_dists(*series(*check_inputs(lips, audio, blendshapes)))
+        lips, audio, blendshapes = check_inputs(lips, audio, blendshapes)
+        projection = self.fitted[feature_set(blendshapes)] if self.fitted else None
+        return window_dists(*series(lips, audio, blendshapes, projection))
 
     def run(self, inputs: EngineInput) -> SyncResult:
         """Score one face segment; uses `inputs.blendshapes` (T, 52) where the input carries them.

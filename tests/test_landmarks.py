@@ -8,14 +8,20 @@ import pytest
 from syncnet.card import CARD_PATH as CARD_CONFIG
 from syncnet.engines import EngineInput, load_engines
 from syncnet.landmarks import (
+    LIPS,
+    LIPS_AND_BLENDSHAPES,
     MOUTH_BLENDSHAPES,
     NUM_BLENDSHAPES,
     NUM_LIP_FEATURES,
+    SURROUND_SIGMA,
+    SURROUND_WEIGHT,
     LandmarkEngine,
     LandmarkInputError,
+    Projection,
     audio_features,
     projections,
     visual_features,
+    window_dists,
 )
 from syncnet.media import SAMPLES_PER_FRAME
 from syncnet.scoring import OFFSETS, Calibration, summarize
@@ -101,7 +107,7 @@ def test_projections_fit_the_features():
     weights = np.ones(len(lips))
     audio_dims = audio_features(audio.astype(np.float64), len(lips), weights).shape[1]
     for shapes in (None, blendshapes_of(lips)):
-        projection = projections()["lips" if shapes is None else "lips+blendshapes"]
+        projection = projections()[LIPS if shapes is None else LIPS_AND_BLENDSHAPES]
         assert projection.visual.shape[0] == visual_features(lips.astype(np.float64), shapes).shape[1]
         assert projection.audio.shape[0] == audio_dims
         assert projection.visual.shape[1] == projection.audio.shape[1] == len(projection.weights)
@@ -175,6 +181,33 @@ def test_gaps_in_blendshapes_are_filled():
     shapes = blendshapes_of(lips)
     shapes[20:25, 25] = np.nan
     assert np.isfinite(run(lips, audio, shapes).dists).all()
+
+
+def test_each_offset_is_scored_against_its_surround():
+    """1 - dists is the similarity minus SURROUND_WEIGHT times its Gaussian surround over offsets, frame by frame."""
+    from scipy.ndimage import gaussian_filter1d
+
+    rng = np.random.default_rng(3)
+    visual, sound = rng.standard_normal((2, 40, 3))
+    weights = np.array([0.5, 0.3, 0.2])
+    similarity = np.zeros((40, len(OFFSETS)))
+    for column, offset in enumerate(OFFSETS):
+        for t in range(40):
+            if 0 <= t - offset < 40:
+                similarity[t, column] = (weights * visual[t] * sound[t - offset]).sum()
+    surround = gaussian_filter1d(similarity, SURROUND_SIGMA, axis=1, mode="nearest")
+    expected = 1.0 - (similarity - SURROUND_WEIGHT * surround)
+    np.testing.assert_allclose(window_dists(visual, sound, weights), expected, atol=1e-12)
+
+
+def test_other_projections_can_be_given():
+    """LandmarkEngine(fitted=...) scores with those projections (the cross-validation's folds), not the stored ones."""
+    lips, audio = talking()
+    stored = projections()[LIPS]
+    flipped = {LIPS: Projection(stored.visual, -stored.audio, stored.weights)}
+    same = LandmarkEngine(fitted={LIPS: stored}).window_dists(lips, audio)
+    np.testing.assert_array_equal(same, LandmarkEngine().window_dists(lips, audio))
+    assert not np.allclose(LandmarkEngine(fitted=flipped).window_dists(lips, audio), same)
 
 
 def test_rows_are_the_very_rows_of_the_whole_result():
