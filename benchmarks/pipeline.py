@@ -7,7 +7,8 @@
 Each run is `python -m syncnet detect --json` in a child process (the CLI as a user runs it: start-up, model
 loading, decoding, faces, engines). Real-time factor = wall-clock time / the clip's duration (below 1 is faster than
 real time). Stage figures are the report's `timing_s` per frame: the stages run in overlapping threads, so they add
-up to more than the wall-clock time. Peak memory is the child's maximum resident set size (`wait4`'s ru_maxrss).
+up to more than the wall-clock time. Peak memory is the child's maximum resident set size (`wait4`'s ru_maxrss);
+CPU seconds are its user + system time (the cores' work: on 2 cores, a wall time below half of it is impossible).
 Long files are made by repeating a clip (ffmpeg `-stream_loop`, streams copied) into a temporary folder.
 SyncNet engines run on synthetic weights (same layout as the real ones) unless SYNCNET_WEIGHTS is set.
 """
@@ -24,6 +25,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -35,10 +37,17 @@ SPEED_CLIP = CLIPS / "visualvoice_interview.mp4"
 MEMORY_CLIP = CLIPS / "visualvoice_noisy_restaurant.mp4"  # 1280x720, one face
 
 
+class CliRun(NamedTuple):
+    report: dict
+    wall_s: float
+    rss_mib: float
+    cpu_s: float  # user + system
+
+
 def run_cli(
     video: Path, engine: str, env: dict[str, str], extra: tuple[str, ...] = (), root: Path = ROOT
-) -> tuple[dict, float, float]:
-    """(report, wall seconds, peak RSS in MiB) of one `syncnet detect --json` run of the checkout at `root`."""
+) -> CliRun:
+    """One `syncnet detect --json` run of the checkout at `root`."""
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         started = time.perf_counter()
         child = subprocess.Popen(
@@ -52,7 +61,7 @@ def run_cli(
         err.seek(0)
         if child.returncode != 0:
             raise RuntimeError(f"{video.name} {engine}: exit {child.returncode}: {err.read().decode()[-500:]}")
-        return json.loads(out.read()), wall, usage.ru_maxrss / 1024
+        return CliRun(json.loads(out.read()), wall, usage.ru_maxrss / 1024, usage.ru_utime + usage.ru_stime)
 
 
 def repeated(clip: Path, minutes: float, folder: Path) -> Path:
@@ -91,21 +100,25 @@ def speed(args: argparse.Namespace, folder: Path) -> list[str]:
     env = environment(folder)
     lines = header(f"python benchmarks/pipeline.py speed --clip {args.clip.name} --engines {args.engines}") + [
         "",
-        "| engine | frames | duration s | wall s | real-time factor | decode ms/f | faces ms/f | mfcc ms/f"
+        "| engine | frames | duration s | wall s | real-time factor | CPU s | decode ms/f | faces ms/f | mfcc ms/f"
         " | engine ms/f | peak RSS MiB |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for engine in args.engines.split(","):
-        report, wall, rss = run_cli(args.clip, engine, env)
+        report, wall, rss, cpu = run_cli(args.clip, engine, env)
         frames, timing = report["frames"], report["timing_s"]
         per_frame = {stage: 1000 * timing.get(stage, 0.0) / frames for stage in ("decode", "faces", "mfcc", engine)}
         lines.append(
             f"| {engine} | {frames} | {report['duration_s']:.1f} | {wall:.1f} | {wall / report['duration_s']:.2f}x |"
-            f" {per_frame['decode']:.1f} | {per_frame['faces']:.1f} | {per_frame['mfcc']:.1f} |"
+            f" {cpu:.1f} | {per_frame['decode']:.1f} | {per_frame['faces']:.1f} | {per_frame['mfcc']:.1f} |"
             f" {per_frame[engine]:.1f} | {rss:.0f} |"
         )
         print(lines[-1], flush=True)
     return lines
+
+
+def _median(values: list[float]) -> float:
+    return sorted(values)[len(values) // 2]
 
 
 def compare(args: argparse.Namespace, folder: Path) -> list[str]:
@@ -116,21 +129,22 @@ def compare(args: argparse.Namespace, folder: Path) -> list[str]:
     lines = header(command) + [
         "",
         "| engine | baseline wall s (RTF) | this wall s (RTF) | speed-up (median of per-round ratios) |"
-        " baseline peak MiB | this peak MiB |",
-        "| --- | ---: | ---: | ---: | ---: | ---: |",
+        " baseline CPU s | this CPU s | baseline peak MiB | this peak MiB |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for engine in args.engines.split(","):
         rounds = []
         for _ in range(args.repeats):
-            old, old_wall, old_rss = run_cli(args.clip, engine, env, root=args.baseline)
-            new, new_wall, new_rss = run_cli(args.clip, engine, env)
-            rounds.append((old_wall, new_wall, old_rss, new_rss))
-        duration = new["duration_s"]
-        old_wall, new_wall = (sorted(r[i] for r in rounds)[len(rounds) // 2] for i in (0, 1))
-        ratio = sorted(r[0] / r[1] for r in rounds)[len(rounds) // 2]
+            rounds.append((run_cli(args.clip, engine, env, root=args.baseline), run_cli(args.clip, engine, env)))
+        duration = rounds[0][1].report["duration_s"]
+
+        old_wall, new_wall = (_median([r[i].wall_s for r in rounds]) for i in (0, 1))
+        old_cpu, new_cpu = (_median([r[i].cpu_s for r in rounds]) for i in (0, 1))
+        ratio = _median([old.wall_s / new.wall_s for old, new in rounds])
         lines.append(
             f"| {engine} | {old_wall:.1f} ({old_wall / duration:.2f}x) | {new_wall:.1f} ({new_wall / duration:.2f}x) |"
-            f" {ratio:.2f}x | {max(r[2] for r in rounds):.0f} | {max(r[3] for r in rounds):.0f} |"
+            f" {ratio:.2f}x | {old_cpu:.1f} | {new_cpu:.1f} | {max(old.rss_mib for old, _ in rounds):.0f} |"
+            f" {max(new.rss_mib for _, new in rounds):.0f} |"
         )
         print(lines[-1], flush=True)
     return lines
@@ -147,7 +161,7 @@ def memory(args: argparse.Namespace, folder: Path) -> list[str]:
     ]
     for minutes in (float(m) for m in args.minutes.split(",")):
         video = repeated(args.clip, minutes, folder)
-        report, wall, rss = run_cli(video, args.engine, env)
+        report, wall, rss, _ = run_cli(video, args.engine, env)
         lines.append(
             f"| {minutes:g} | {report['frames']} | {wall:.0f} | {wall / report['duration_s']:.2f}x | {rss:.0f} |"
             f" {len(report['tracks'])} |"
