@@ -90,10 +90,11 @@ def test_stacked_first_layer_is_the_conv3d(net, fcn):
     """The first layer as a 2-D conv over 5 stacked frames gives the original's Conv3d (+BN) maps, window by window."""
     frames = np.load(SYNCNET_REF / "input.npz")["frames_bgr"][:12]
     clip = torch.from_numpy(frames).float()
-    with torch.inference_mode():
-        expected = net.netcnnlip[1](net.netcnnlip[0](clip.permute(3, 0, 1, 2)[None]))[0].transpose(0, 1)
+    with torch.inference_mode():  # each model on its own device (CUDA where torch sees one); compared on the CPU
+        original = clip.to(next(net.parameters()).device).permute(3, 0, 1, 2)[None]
+        expected = net.netcnnlip[1](net.netcnnlip[0](original))[0].transpose(0, 1).cpu()
         stacked = stack_windows(clip, 8)
-        got = fcn.lip_conv1(stacked)
+        got = fcn.lip_conv1(stacked.to(fcn.device)).cpu()
     assert stacked.shape == (8, 15, 224, 224) and stacked.is_contiguous(memory_format=torch.channels_last)
     assert torch.equal(stacked[3, 6:9], clip[5].permute(2, 0, 1))  # window 3, its third frame (3 + 2), B, G, R
     assert got.shape == expected.shape == (8, 96, 109, 109)
