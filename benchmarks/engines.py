@@ -30,6 +30,7 @@ from torch.utils.flop_counter import FlopCounterMode
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.syncnet_inputs import NO_LIPS, load_state  # noqa: E402
 from syncnet.audio import mfcc  # noqa: E402
 from syncnet.constants import SAMPLES_PER_FRAME  # noqa: E402
 from syncnet.engines import EngineInput  # noqa: E402
@@ -50,17 +51,6 @@ from syncnet.model import (  # noqa: E402
 DEFAULT_CLIP = ROOT / "tests" / "data" / "clips" / "syncnet_example.avi"
 MATMUL_N = 2048
 CONV3D_CHUNK = 16  # windows per pass of the Conv3d variant (its setting when it was fcn's)
-
-
-def load_state() -> tuple[dict, str]:
-    if os.environ.get("SYNCNET_WEIGHTS"):
-        from syncnet.model import weights_layout
-        from syncnet.weights import load_spec, load_weights
-
-        return load_weights(load_spec(), weights_layout()).state_dict, "SYNCNET_WEIGHTS"
-    from tests.synthetic_weights import synthetic_state_dict
-
-    return synthetic_state_dict(), "synthetic (test fixture recipe; the real syncnet_v2.model is not available here)"
 
 
 def centre_crops(frames: np.ndarray) -> np.ndarray:
@@ -163,7 +153,7 @@ def main() -> None:
     audio = media.audio[: len(frames) * SAMPLES_PER_FRAME]
     cc = mfcc(audio)
     n = n_windows(len(frames), len(audio))
-    inputs = EngineInput(np.ascontiguousarray(frames[..., ::-1]), audio, cc, np.zeros((0, 1), np.float32))
+    inputs = EngineInput(np.ascontiguousarray(frames[..., ::-1]), audio, cc, NO_LIPS)
     load_before = os.getloadavg()
     net = build_model(state)
     fcn = {p: FCNSyncNet(net, precision=p) for p in PRECISIONS}

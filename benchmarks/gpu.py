@@ -30,13 +30,13 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.syncnet_inputs import NO_LIPS, load_state  # noqa: E402
 from syncnet.audio import mfcc  # noqa: E402
 from syncnet.engines import Engine, EngineInput  # noqa: E402
 from syncnet.fcn import BF16_TOLERANCE, FCNEngine, FCNSyncNet  # noqa: E402
 from syncnet.model import SyncNetEngine, build_model  # noqa: E402
 from syncnet.scoring import SyncResult  # noqa: E402
 
-NO_LIPS = np.zeros((0, 1), np.float32)  # the SyncNet engines do not look at lip shapes
 REFERENCE = "syncnet cpu fp32"
 
 
@@ -46,18 +46,6 @@ class Timed:
 
     result: SyncResult
     seconds: list[float]
-
-
-def load_state() -> tuple[dict, str]:
-    """The weights: ``SYNCNET_WEIGHTS`` if set, else the tests' synthetic ones."""
-    if os.environ.get("SYNCNET_WEIGHTS"):
-        from syncnet.model import weights_layout
-        from syncnet.weights import load_spec, load_weights
-
-        return load_weights(load_spec(), weights_layout()).state_dict, "SYNCNET_WEIGHTS"
-    from tests.synthetic_weights import synthetic_state_dict
-
-    return synthetic_state_dict(), "synthetic (test fixture recipe; the real syncnet_v2.model is not available here)"
 
 
 def export(clips: Path, names: list[str], to: Path) -> None:
@@ -137,11 +125,14 @@ def run(segment_dir: Path, repeats: int) -> str:
         raise SystemExit("torch sees no CUDA device: this benchmark compares CUDA with the CPU")
     torch.backends.cuda.matmul.allow_tf32 = False  # as syncnet.gpu.device() sets it: float32 stays float32
     torch.backends.cudnn.allow_tf32 = False
+    paths = sorted(segment_dir.glob("*.npz"))
+    if not paths:
+        raise SystemExit(f"no face segments (.npz) in {segment_dir}: write them with `benchmarks/gpu.py export`")
     state, source = load_state()
     engines = engines_to_compare(state)
     started = time.perf_counter()
     segments, frames = {}, {}
-    for path in sorted(segment_dir.glob("*.npz")):
+    for path in paths:
         with np.load(path) as z:
             crops, audio = z["crops"], z["audio"]
         inputs = EngineInput(crops=crops, audio=audio, mfcc=mfcc(audio), lips=NO_LIPS)

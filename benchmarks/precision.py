@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.clipdata import VIDEO_SUFFIXES, segment_audio  # noqa: E402
-from benchmarks.engines import load_state  # noqa: E402
+from benchmarks.syncnet_inputs import NO_LIPS, load_state  # noqa: E402
 from syncnet.audio import mfcc  # noqa: E402
 from syncnet.engines import Engine, EngineInput  # noqa: E402
 from syncnet.errors import SyncNetError  # noqa: E402
@@ -47,7 +47,6 @@ log = logging.getLogger("precision")
 CACHE_VERSION = 1  # bump when what is cached changes
 DEFAULT_CACHE = Path(tempfile.gettempdir()) / "fcn-syncnet-precision"
 DEFAULT_CLIPS = ROOT.parent / "shared" / "clips"
-NO_LIPS = np.zeros((0, 1), np.float32)  # the SyncNet engines do not look at lip shapes
 
 
 def _key(path: Path) -> str:
