@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from syncnet.errors import SyncNetError
 
 # torch's OpenMP threads otherwise spin between parallel regions and take the cores that decoding and the face stage
-# run on at the same time: a quarter of the CPU time of `detect --engine fcn` on 2 cores (README, "Whole pipeline").
+# run on at the same time (README, "Whole pipeline").
 # Read when torch loads, so it applies where syncnet is imported first; a value already set is kept.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
