@@ -13,9 +13,12 @@
   offsets) comes from one matrix product.
 - Precision: ``fp32`` computes what the original computes (to float32 rounding); ``bf16`` runs both streams in
   bfloat16 (the uint8 pixels are exact in bfloat16; weights and activations are rounded to 8 significant bits,
-  sums are kept in float32) and is the default where the device has fast bfloat16 (AVX512-BF16/AMX CPUs, CUDA):
-  its offsets equal the float32 reference's on every clip of the benchmark set and its LSE-C / LSE-D stay within
-  ``BF16_TOLERANCE`` (measured by ``benchmarks/precision.py``). ``SYNCNET_FCN_PRECISION=fp32`` selects exact fp32.
+  sums are kept in float32) and is the default where the device has fast bfloat16 (AVX512-BF16/AMX CPUs, CUDA);
+  ``int8`` is ``bf16`` with the lip stream's first layer (54% of its FLOPs) run by oneDNN in int8 (the uint8 pixels
+  exact, weights rounded to int8 per output channel, sums exact in int32: :class:`Int8StackedConv`), the default on
+  CPUs with VNNI, where that layer runs about twice as fast. Both keep the float32 reference's offsets on every clip
+  of the benchmark set and its LSE-C / LSE-D within ``TOLERANCES`` (measured by ``benchmarks/precision.py``).
+  ``SYNCNET_FCN_PRECISION=fp32|bf16|int8`` chooses.
 """
 from __future__ import annotations
 
@@ -53,11 +56,12 @@ if TYPE_CHECKING:
 # Lip windows per pass: bounds memory. Per window, the stacked input holds 15x224x224 values and the first activation
 # 96x109x109 (3.0 + 4.6 MB in fp32, half in bf16): 61 MB a pass in fp32. 8 was faster than 16 or 32 (cache).
 CHUNK_WINDOWS = 8
+INT8_MAX = 127  # int8 weights are symmetric: -127..127
 AudioMode = Literal["windows", "sequence"]
-Precision = Literal["fp32", "bf16"]
-PRECISIONS: tuple[Precision, ...] = ("fp32", "bf16")
+Precision = Literal["fp32", "bf16", "int8"]
+PRECISIONS: tuple[Precision, ...] = ("fp32", "bf16", "int8")
 PRECISION_ENV = "SYNCNET_FCN_PRECISION"
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "int8": torch.bfloat16}  # int8: only the first layer
 
 
 @dataclass(frozen=True)
@@ -74,6 +78,9 @@ class Tolerance:
 
 # About twice the worst of benchmarks/precision.py on the 54 clips (1.11e-3 and 9.5e-6; README, "Engine speed").
 BF16_TOLERANCE = Tolerance(lse_d=2e-3, lse_c=2e-5)
+# About twice the worst of benchmarks/precision.py on the 54 clips (3.27e-3 and 8.1e-6; README, "Engine speed").
+INT8_TOLERANCE = Tolerance(lse_d=7e-3, lse_c=2e-5)
+TOLERANCES = {"bf16": BF16_TOLERANCE, "int8": INT8_TOLERANCE}
 
 
 def fast_bf16(dev: torch.device) -> bool:
@@ -83,12 +90,25 @@ def fast_bf16(dev: torch.device) -> bool:
     return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
 
 
+def int8_runs(dev: torch.device) -> bool:
+    """Whether ``dev`` can run the int8 first layer: a CPU, through oneDNN's quantized convolution."""
+    return dev.type == "cpu" and torch.backends.mkldnn.is_available() and hasattr(torch.ops.onednn, "qconv2d_pointwise")
+
+
+def fast_int8(dev: torch.device) -> bool:
+    """Whether ``dev`` runs the int8 first layer fast: a CPU with VNNI (AVX512-VNNI or AVX-VNNI)."""
+    return int8_runs(dev) and torch.cpu._is_vnni_supported()
+
+
 def default_precision(dev: torch.device) -> Precision:
-    """``SYNCNET_FCN_PRECISION`` if set, else bf16 where ``dev`` computes it natively, else fp32."""
+    """``SYNCNET_FCN_PRECISION`` if set, else int8 on a CPU with VNNI, bf16 where ``dev`` computes it natively, else
+    fp32."""
     wanted = os.environ.get(PRECISION_ENV, "").strip().lower()
     if wanted and wanted not in PRECISIONS:
         raise BadArgument(f"{PRECISION_ENV}={wanted!r} is not a precision; use one of {', '.join(PRECISIONS)}")
-    return wanted or ("bf16" if fast_bf16(dev) else "fp32")
+    if wanted:
+        return wanted
+    return "int8" if fast_int8(dev) else "bf16" if fast_bf16(dev) else "fp32"
 
 
 def fold_bn(
@@ -139,6 +159,32 @@ def _stacked_conv(src: nn.Conv3d, w: torch.Tensor, b: torch.Tensor) -> nn.Conv2d
     conv.weight.data.copy_(w.transpose(1, 2).reshape(out, kt * cin, kh, kw))
     conv.bias.data.copy_(b)
     return conv
+
+
+class Int8StackedConv(nn.Module):
+    """A stacked first layer (:func:`_stacked_conv`) in int8 through oneDNN: the uint8 pixels go in exactly (scale 1,
+    zero point 0), the weights are rounded to int8 with one scale per output channel (``weight * scale``), products
+    are summed in int32, and the output comes back in bfloat16. The same layer with its weights rounded to 8 bits
+    instead of bfloat16's 8 significant bits; ``benchmarks/precision.py`` measures it like every precision."""
+
+    def __init__(self, conv: nn.Conv2d):
+        super().__init__()
+        weight = conv.weight.detach().float().cpu()
+        # plain attributes, not buffers: Module.to() must not cast them
+        self.scale = weight.abs().amax(dim=(1, 2, 3)).clamp_min(torch.finfo(torch.float32).tiny) / INT8_MAX
+        self.weight = torch.round(weight / self.scale[:, None, None, None]).clamp(-INT8_MAX, INT8_MAX).to(torch.int8)
+        self.bias = conv.bias.detach().float().cpu()
+        self._zero_points = torch.zeros(len(self.scale), dtype=torch.int64)
+        self._geometry = ([*conv.stride], [*conv.padding], [*conv.dilation], conv.groups)
+        self._packed = torch.ops.onednn.qconv_prepack(self.weight, self.scale, 1.0, 0, *self._geometry, None)
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        """(n, C, H, W) uint8 channels-last pixels -> (n, out, h, w) bfloat16."""
+        stride, padding, dilation, groups = self._geometry
+        return torch.ops.onednn.qconv2d_pointwise(
+            pixels, 1.0, 0, self._packed, self.scale, self._zero_points, self.bias, stride, padding, dilation, groups,
+            1.0, 0, torch.bfloat16, "none", [], ""
+        )
 
 
 def stack_windows(frames: torch.Tensor, n: int) -> torch.Tensor:
@@ -211,8 +257,11 @@ class FCNSyncNet(nn.Module):
         self.precision = precision or default_precision(self.device)
         if self.precision not in PRECISIONS:
             raise BadArgument(f"unknown precision {self.precision!r}; choose from {', '.join(PRECISIONS)}")
+        if self.precision == "int8" and not int8_runs(self.device):
+            raise BadArgument(f"precision int8 runs on a CPU through oneDNN, not on {self.device.type}")
         self.dtype = DTYPES[self.precision]
         self.lip_conv1 = _stacked_conv(*_folded(net.netcnnlip)[0])
+        self.int8_conv1 = Int8StackedConv(self.lip_conv1) if self.precision == "int8" else None
         self.lip_frames = _frame_stream(net.netcnnlip, net.netfclip, skip_first=True)
         self.audio = _frame_stream(net.netcnnaud, net.netfcaud, skip_first=False)
         self.channels_last = channels_last
@@ -233,8 +282,11 @@ class FCNSyncNet(nn.Module):
         for start in range(0, n, chunk):
             stop = min(n, start + chunk)
             clip = torch.from_numpy(np.ascontiguousarray(frames_bgr[start : stop + VIDEO_WINDOW - 1]))
-            x = stack_windows(clip.to(self.device).to(self.dtype), stop - start)
-            y = self.lip_conv1(x if self.channels_last else x.contiguous())  # one map per window
+            if self.int8_conv1 is not None:
+                y = self.int8_conv1(stack_windows(clip, stop - start))  # uint8 pixels in, channels-last
+            else:
+                x = stack_windows(clip.to(self.device).to(self.dtype), stop - start)
+                y = self.lip_conv1(x if self.channels_last else x.contiguous())  # one map per window
             out.append(self.lip_frames(self._layout(y)).flatten(1).float().cpu())
         return torch.cat(out) if out else torch.zeros(0, EMBED_DIM)
 

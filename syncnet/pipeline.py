@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from itertools import pairwise
 from pathlib import Path
@@ -170,10 +171,14 @@ def _analyze(
     scorer = _Scorer(loading, timing, full_frame)
     sound = _SoundCheck()
     stride = 1 if LANDMARKS_ENGINE in names else FACE_STRIDE
-    with FaceTracker(crops=needs_crops and not full_frame, blendshapes=True, stride=stride) as tracker:
-        decoded = _in_background(timing.timed("decode", chunks), CHUNK_QUEUE, "decode")
-        work = _face_pieces(decoded, tracker, timing, sound, full_frame and needs_crops)
-        for done, piece in _in_background(work, PIECE_QUEUE, "faces"):
+    # decoding starts first: its first chunks are ready by the time the landmarker has loaded
+    with (
+        _in_background(timing.timed("decode", chunks), CHUNK_QUEUE, "decode") as decoded,
+        FaceTracker(crops=needs_crops and not full_frame, blendshapes=True, stride=stride) as tracker,
+        _in_background(_face_pieces(decoded, tracker, timing, sound, full_frame and needs_crops), PIECE_QUEUE,
+                       "faces") as pieces,
+    ):
+        for done, piece in pieces:
             if piece is not None:
                 scorer.score(piece)
             elif expected_frames:
@@ -549,8 +554,10 @@ def _describe(tracker: FaceTracker) -> str:
     return f"{seen} seen; {len(tracks)} face track(s) of at least 1 s, {len(speaking)} speaking ({spans})"
 
 
-def _in_background(items: Iterable[T], maxsize: int, name: str) -> Iterator[T]:
-    """Iterate `items` in a thread of its own, `maxsize` items ahead at most; its errors are raised here."""
+@contextmanager
+def _in_background(items: Iterable[T], maxsize: int, name: str) -> Iterator[Iterator[T]]:
+    """Iterate `items` in a thread of its own, started now and `maxsize` items ahead at most: the block gets an
+    iterator over them that raises their errors; leaving the block stops the thread."""
     results: queue.Queue = queue.Queue(maxsize)
     stop = threading.Event()
 
@@ -576,9 +583,7 @@ def _in_background(items: Iterable[T], maxsize: int, name: str) -> Iterator[T]:
             if hasattr(iterator, "close"):
                 iterator.close()
 
-    thread = threading.Thread(target=run, name=f"syncnet-{name}", daemon=True)
-    thread.start()
-    try:
+    def received() -> Iterator[T]:
         while True:
             kind, value = results.get()
             if kind == "end":
@@ -586,6 +591,11 @@ def _in_background(items: Iterable[T], maxsize: int, name: str) -> Iterator[T]:
             if kind == "error":
                 raise value
             yield value
+
+    thread = threading.Thread(target=run, name=f"syncnet-{name}", daemon=True)
+    thread.start()
+    try:
+        yield received()
     finally:
         stop.set()
         thread.join()

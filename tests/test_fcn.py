@@ -14,14 +14,18 @@ from syncnet.engines import EngineInput
 from syncnet.errors import BadArgument
 from syncnet.fcn import (
     BF16_TOLERANCE,
+    INT8_TOLERANCE,
     PRECISION_ENV,
     FCNEngine,
     FCNSyncNet,
+    Tolerance,
     _pool_before_relu,
     default_precision,
     distance_matrix,
     fast_bf16,
+    fast_int8,
     fold_bn,
+    int8_runs,
     stack_windows,
 )
 from syncnet.media import SAMPLES_PER_FRAME, load_media
@@ -58,6 +62,13 @@ def fcn(net):
 @pytest.fixture(scope="module")
 def fcn_bf16(net):
     return FCNSyncNet(net, precision="bf16")
+
+
+@pytest.fixture(scope="module")
+def fcn_int8(net):
+    if not int8_runs(torch.device("cpu")):
+        pytest.skip("this torch has no oneDNN int8 convolution")
+    return FCNSyncNet(net, precision="int8", device=torch.device("cpu"))
 
 
 def fixture_input(name=""):
@@ -99,6 +110,25 @@ def test_stacked_first_layer_is_the_conv3d(net, fcn):
     assert torch.equal(stacked[3, 6:9], clip[5].permute(2, 0, 1))  # window 3, its third frame (3 + 2), B, G, R
     assert got.shape == expected.shape == (8, 96, 109, 109)
     assert rel_err(got, expected) < 1e-5
+
+
+def test_int8_first_layer_is_the_layer_with_int8_weights(fcn, fcn_int8):
+    """oneDNN's int8 convolution computes the stacked first layer with each output channel's weights rounded to
+    int8: sums exact in int32, so only the bfloat16 output rounds (2^-8 relative)."""
+    frames = np.load(SYNCNET_REF / "input.npz")["frames_bgr"][:12]
+    stacked = stack_windows(torch.from_numpy(frames), 8)
+    layer = fcn_int8.int8_conv1
+    assert layer.weight.dtype == torch.int8 and int(layer.weight.abs().max()) == 127
+    rounded = layer.weight.double() * layer.scale.double()[:, None, None, None]
+    conv = fcn.lip_conv1.cpu()
+    with torch.inference_mode():
+        got = layer(stacked)
+        expected = torch.nn.functional.conv2d(stacked.double(), rounded, layer.bias.double(), conv.stride, conv.padding)
+        exact = conv(stacked.float())
+    assert got.dtype == torch.bfloat16 and got.shape == (8, 96, 109, 109)
+    assert rel_err(got.float(), expected) < 2 ** -8
+    assert rel_err(rounded, conv.weight.detach().double()) <= 0.5 / 127 + 1e-9  # half a step of the largest at most
+    assert rel_err(got.float(), exact) < 0.02
 
 
 def test_pool_before_relu_is_exact():
@@ -201,13 +231,17 @@ def test_engines_agree_on_the_fixture(net, fcn):
 def test_precision_setting(net, monkeypatch):
     monkeypatch.delenv(PRECISION_ENV, raising=False)
     cpu = torch.device("cpu")
-    assert default_precision(cpu) == ("bf16" if fast_bf16(cpu) else "fp32")
     monkeypatch.setenv(PRECISION_ENV, "FP32")
     assert default_precision(cpu) == "fp32"
     assert FCNSyncNet(net).precision == "fp32"
     monkeypatch.setenv(PRECISION_ENV, "bf16")
     model = FCNSyncNet(net)
     assert model.precision == "bf16" and model.lip_conv1.weight.dtype == torch.bfloat16
+    monkeypatch.delenv(PRECISION_ENV)
+    expected = "int8" if fast_int8(cpu) else "bf16" if fast_bf16(cpu) else "fp32"
+    assert default_precision(cpu) == expected
+    with pytest.raises(BadArgument, match="precision int8 runs on a CPU"):
+        FCNSyncNet(net, precision="int8", device=torch.device("cuda"))
     monkeypatch.setenv(PRECISION_ENV, "int4")
     with pytest.raises(BadArgument, match="SYNCNET_FCN_PRECISION='int4' is not a precision"):
         FCNSyncNet(net)
@@ -215,11 +249,11 @@ def test_precision_setting(net, monkeypatch):
         FCNSyncNet(net, precision="fp16")
 
 
-def within_tolerance(fast, base) -> None:
+def within_tolerance(fast, base, tolerance: Tolerance = BF16_TOLERANCE) -> None:
     """A reduced-precision result against the float32 reference: same offset, LSE-C and LSE-D within tolerance."""
     assert fast.offset_frames == base.offset_frames
-    assert abs(fast.min_dist - base.min_dist) <= BF16_TOLERANCE.lse_d * base.min_dist
-    assert abs(fast.confidence - base.confidence) <= BF16_TOLERANCE.lse_c * base.min_dist
+    assert abs(fast.min_dist - base.min_dist) <= tolerance.lse_d * base.min_dist
+    assert abs(fast.confidence - base.confidence) <= tolerance.lse_c * base.min_dist
 
 
 @pytest.mark.slow
@@ -235,6 +269,17 @@ def test_bf16_stays_within_its_tolerance_on_the_fixture(net, fcn_bf16, name):
     assert lip.dtype == torch.float32 and 1e-4 < rel_err(lip, np.load(SYNCNET_REF / f"expected{name}.npz")["im_feat"])
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["", "_shift3"])
+def test_int8_stays_within_its_tolerance_on_the_fixture(net, fcn_int8, name):
+    frames, audio = fixture_input(name)
+    audio = audio.astype(np.float32) / 32768.0
+    inputs = EngineInput(np.ascontiguousarray(frames[..., ::-1]), audio, mfcc(audio), np.zeros((50, 1), np.float32))
+    base, fast = SyncNetEngine(net).run(inputs), FCNEngine(fcn_int8).run(inputs)
+    assert fast.offset_frames == int(np.load(SYNCNET_REF / f"expected{name}.npz")["offset"])
+    within_tolerance(fast, base, INT8_TOLERANCE)
+
+
 def test_bf16_rows_stay_within_its_tolerance_of_the_full_rows(fcn_bf16):
     for part, expected in runs_with_rows(FCNEngine(fcn_bf16), rows_input()):
         assert part.window_dists.shape == expected.shape
@@ -243,12 +288,15 @@ def test_bf16_rows_stay_within_its_tolerance_of_the_full_rows(fcn_bf16):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("clip", REAL_CLIPS)
-def test_bf16_matches_syncnet_on_real_clips(net, fcn_bf16, clip):
+@pytest.mark.parametrize("precision", ["bf16", "int8"])
+def test_reduced_precision_matches_syncnet_on_real_clips(net, request, clip, precision):
+    fast_net = request.getfixturevalue(f"fcn_{precision}")
     media = load_media(CLIPS / clip)
     crops = media.frames[:CLIP_FRAMES]
     audio = media.audio[: CLIP_FRAMES * SAMPLES_PER_FRAME]
     inputs = EngineInput(crops=crops, audio=audio, mfcc=mfcc(audio), lips=np.zeros((len(crops), 1), np.float32))
-    within_tolerance(FCNEngine(fcn_bf16).run(inputs), SyncNetEngine(net).run(inputs))
+    tolerance = {"bf16": BF16_TOLERANCE, "int8": INT8_TOLERANCE}[precision]
+    within_tolerance(FCNEngine(fast_net).run(inputs), SyncNetEngine(net).run(inputs), tolerance)
 
 
 def test_too_short_and_malformed_inputs(fcn, net):
