@@ -1,6 +1,4 @@
 """``python -m syncnet``: see syncnet.cli."""
-import sys
+from syncnet.cli import run
 
-from syncnet.cli import main
-
-sys.exit(main())
+run()

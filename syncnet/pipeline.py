@@ -19,7 +19,6 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from itertools import pairwise
 from pathlib import Path
@@ -171,14 +170,10 @@ def _analyze(
     scorer = _Scorer(loading, timing, full_frame)
     sound = _SoundCheck()
     stride = 1 if LANDMARKS_ENGINE in names else FACE_STRIDE
-    # decoding starts first: its first chunks are ready by the time the landmarker has loaded
-    with (
-        _in_background(timing.timed("decode", chunks), CHUNK_QUEUE, "decode") as decoded,
-        FaceTracker(crops=needs_crops and not full_frame, blendshapes=True, stride=stride) as tracker,
-        _in_background(_face_pieces(decoded, tracker, timing, sound, full_frame and needs_crops), PIECE_QUEUE,
-                       "faces") as pieces,
-    ):
-        for done, piece in pieces:
+    with FaceTracker(crops=needs_crops and not full_frame, blendshapes=True, stride=stride) as tracker:
+        decoded = _in_background(timing.timed("decode", chunks), CHUNK_QUEUE, "decode")
+        work = _face_pieces(decoded, tracker, timing, sound, full_frame and needs_crops)
+        for done, piece in _in_background(work, PIECE_QUEUE, "faces"):
             if piece is not None:
                 scorer.score(piece)
             elif expected_frames:
@@ -554,10 +549,8 @@ def _describe(tracker: FaceTracker) -> str:
     return f"{seen} seen; {len(tracks)} face track(s) of at least 1 s, {len(speaking)} speaking ({spans})"
 
 
-@contextmanager
-def _in_background(items: Iterable[T], maxsize: int, name: str) -> Iterator[Iterator[T]]:
-    """Iterate `items` in a thread of its own, started now and `maxsize` items ahead at most: the block gets an
-    iterator over them that raises their errors; leaving the block stops the thread."""
+def _in_background(items: Iterable[T], maxsize: int, name: str) -> Iterator[T]:
+    """Iterate `items` in a thread of its own, `maxsize` items ahead at most; its errors are raised here."""
     results: queue.Queue = queue.Queue(maxsize)
     stop = threading.Event()
 
@@ -583,7 +576,9 @@ def _in_background(items: Iterable[T], maxsize: int, name: str) -> Iterator[Iter
             if hasattr(iterator, "close"):
                 iterator.close()
 
-    def received() -> Iterator[T]:
+    thread = threading.Thread(target=run, name=f"syncnet-{name}", daemon=True)
+    thread.start()
+    try:
         while True:
             kind, value = results.get()
             if kind == "end":
@@ -591,11 +586,6 @@ def _in_background(items: Iterable[T], maxsize: int, name: str) -> Iterator[Iter
             if kind == "error":
                 raise value
             yield value
-
-    thread = threading.Thread(target=run, name=f"syncnet-{name}", daemon=True)
-    thread.start()
-    try:
-        yield received()
     finally:
         stop.set()
         thread.join()
