@@ -14,8 +14,8 @@ from syncnet.engines import EngineInput
 from syncnet.errors import BadArgument
 from syncnet.fcn import (
     BF16_TOLERANCE,
-    INT8_TOLERANCE,
     PRECISION_ENV,
+    TOLERANCES,
     FCNEngine,
     FCNSyncNet,
     Tolerance,
@@ -257,27 +257,18 @@ def within_tolerance(fast, base, tolerance: Tolerance = BF16_TOLERANCE) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("precision", ["bf16", "int8"])
 @pytest.mark.parametrize("name", ["", "_shift3"])
-def test_bf16_stays_within_its_tolerance_on_the_fixture(net, fcn_bf16, name):
+def test_reduced_precision_stays_within_its_tolerance_on_the_fixture(net, request, precision, name):
+    fast_net = request.getfixturevalue(f"fcn_{precision}")
     frames, audio = fixture_input(name)
     audio = audio.astype(np.float32) / 32768.0
     inputs = EngineInput(np.ascontiguousarray(frames[..., ::-1]), audio, mfcc(audio), np.zeros((50, 1), np.float32))
-    base, fast = SyncNetEngine(net).run(inputs), FCNEngine(fcn_bf16).run(inputs)
+    base, fast = SyncNetEngine(net).run(inputs), FCNEngine(fast_net).run(inputs)
     assert fast.offset_frames == int(np.load(SYNCNET_REF / f"expected{name}.npz")["offset"])
-    within_tolerance(fast, base)
-    lip = fcn_bf16.embed_lips(frames, 45)
+    within_tolerance(fast, base, TOLERANCES[precision])
+    lip = fast_net.embed_lips(frames, 45)
     assert lip.dtype == torch.float32 and 1e-4 < rel_err(lip, np.load(SYNCNET_REF / f"expected{name}.npz")["im_feat"])
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("name", ["", "_shift3"])
-def test_int8_stays_within_its_tolerance_on_the_fixture(net, fcn_int8, name):
-    frames, audio = fixture_input(name)
-    audio = audio.astype(np.float32) / 32768.0
-    inputs = EngineInput(np.ascontiguousarray(frames[..., ::-1]), audio, mfcc(audio), np.zeros((50, 1), np.float32))
-    base, fast = SyncNetEngine(net).run(inputs), FCNEngine(fcn_int8).run(inputs)
-    assert fast.offset_frames == int(np.load(SYNCNET_REF / f"expected{name}.npz")["offset"])
-    within_tolerance(fast, base, INT8_TOLERANCE)
 
 
 def test_bf16_rows_stay_within_its_tolerance_of_the_full_rows(fcn_bf16):
@@ -295,8 +286,7 @@ def test_reduced_precision_matches_syncnet_on_real_clips(net, request, clip, pre
     crops = media.frames[:CLIP_FRAMES]
     audio = media.audio[: CLIP_FRAMES * SAMPLES_PER_FRAME]
     inputs = EngineInput(crops=crops, audio=audio, mfcc=mfcc(audio), lips=np.zeros((len(crops), 1), np.float32))
-    tolerance = {"bf16": BF16_TOLERANCE, "int8": INT8_TOLERANCE}[precision]
-    within_tolerance(FCNEngine(fast_net).run(inputs), SyncNetEngine(net).run(inputs), tolerance)
+    within_tolerance(FCNEngine(fast_net).run(inputs), SyncNetEngine(net).run(inputs), TOLERANCES[precision])
 
 
 def test_too_short_and_malformed_inputs(fcn, net):
