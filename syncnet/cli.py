@@ -188,11 +188,16 @@ def detect(args: argparse.Namespace) -> int:
 
 
 def _weights_lines(choice: str) -> list[str]:
-    """Which weights the loaded engines used (one line per file: syncnet and fcn share theirs)."""
-    from syncnet.pipeline import engine_status
+    """Which weights the loaded engines used (one line per file: syncnet and fcn share theirs), and how each of them
+    computes (fcn's precision and device)."""
+    from syncnet.pipeline import get_engines
 
-    sources = dict.fromkeys(source for _, loaded, source in engine_status(choice) if loaded and source)
-    return [f"  weights: {source}" for source in sources]
+    engines, _ = get_engines(choice)
+    sources = dict.fromkeys(source for e in engines if (source := getattr(e, "source", "")))
+    arithmetic = [f"{e.name} {e.arithmetic}" for e in engines if getattr(e, "arithmetic", "")]
+    return [f"  weights: {source}" for source in sources] + (
+        [f"  arithmetic: {', '.join(arithmetic)}"] if arithmetic else []
+    )
 
 
 def _write_fix(video: str, out: str, report: Report) -> None:

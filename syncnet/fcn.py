@@ -36,6 +36,7 @@ from torch.nn.modules.utils import _triple
 from syncnet.engines import row_span
 from syncnet.errors import BadArgument
 from syncnet.gpu import device as default_device
+from syncnet.gpu import where
 from syncnet.model import (
     EMBED_DIM,
     MAX_OFFSET,
@@ -62,6 +63,7 @@ Precision = Literal["fp32", "bf16", "int8"]
 PRECISIONS: tuple[Precision, ...] = ("fp32", "bf16", "int8")
 PRECISION_ENV = "SYNCNET_FCN_PRECISION"
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "int8": torch.bfloat16}  # int8: only the first layer
+ARITHMETIC = {"fp32": "float32", "bf16": "bfloat16", "int8": "int8 first layer + bfloat16"}  # in words
 
 
 @dataclass(frozen=True)
@@ -342,6 +344,7 @@ class FCNEngine:
         self.net = net
         self.calibration = calibration
         self.source = source  # which weights, from where (shown by the app)
+        self.arithmetic = f"{ARITHMETIC[net.precision]} on {where(net.device)}"  # (shown by the app and CLI)
         self.audio = audio
 
     def run(self, inputs: EngineInput) -> SyncResult:

@@ -44,6 +44,11 @@ def device() -> torch.device:
     return chosen
 
 
+def where(dev: torch.device) -> str:
+    """Words for a device: "the CPU", "CUDA"."""
+    return "CUDA" if dev.type == "cuda" else "the CPU" if dev.type == "cpu" else dev.type
+
+
 def gpu_task(fn: F) -> F:
     """``spaces.GPU(fn, duration=GPU_SECONDS)`` where the ``spaces`` package is installed, else ``fn`` itself."""
     if importlib.util.find_spec(ZEROGPU_PACKAGE) is None:

@@ -25,6 +25,7 @@ from syncnet.constants import (
 from syncnet.engines import EngineUnavailable, n_windows, row_span
 from syncnet.errors import EngineInputError, WeightsError
 from syncnet.gpu import device as default_device
+from syncnet.gpu import where
 from syncnet.scoring import Calibration, SyncResult, summarize
 from syncnet.weights import shared_weights
 
@@ -196,6 +197,7 @@ class SyncNetEngine:
         self.model = model.eval().to(device or default_device())
         self.calibration = calibration
         self.source = source  # which weights, from where (shown by the app)
+        self.arithmetic = f"float32 on {where(next(self.model.parameters()).device)}"  # (shown by the app and CLI)
 
     def run(self, inputs: EngineInput) -> SyncResult:
         """Score ``inputs``: the lips of the windows of ``inputs.rows`` only, against the audio of all windows."""

@@ -98,9 +98,10 @@ def _load(name: str) -> Engine | Skipped:
 
 
 def engine_status(choice: str | Sequence[str] | None = None) -> list[tuple[str, bool, str]]:
-    """(name, loaded, where its weights come from or why it is off) for each engine."""
+    """(name, loaded, where its weights come from and how it computes, or why it is off) for each engine."""
     engines, skipped = get_engines(choice)
-    status = {e.name: (e.name, True, getattr(e, "source", "") or "") for e in engines}
+    status = {e.name: (e.name, True, "; ".join(filter(None, (getattr(e, key, "") for key in ("source", "arithmetic")))))
+              for e in engines}
     status.update({s.engine: (s.engine, False, s.reason) for s in skipped})
     return [status[n] for n in resolve_engines(choice)]
 

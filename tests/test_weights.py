@@ -12,6 +12,8 @@ import torch
 from syncnet import weights
 from syncnet.card import load_card
 from syncnet.errors import WeightsError
+from syncnet.fcn import ARITHMETIC, default_precision
+from syncnet.gpu import device, where
 from syncnet.weights import (
     WeightsChecksumError,
     WeightsCorrupt,
@@ -389,16 +391,23 @@ def test_engines_say_which_source_they_used(tmp_path, monkeypatch, weights_file,
 
 
 @pytest.mark.slow
-def test_cli_text_names_the_weights_once(monkeypatch, weights_file):
+def test_cli_text_names_the_weights_once_and_how_each_engine_computes(monkeypatch, weights_file):
     from syncnet import cli, pipeline
 
     monkeypatch.setenv("SYNCNET_WEIGHTS", str(weights_file))
     monkeypatch.setattr(weights, "_cache", {})
     pipeline.unload_engines()
     try:
+        on = where(device())
+        fcn_arithmetic = f"{ARITHMETIC[default_precision(device())]} on {on}"
+        source = f"SYNCNET_WEIGHTS={weights_file}, sha256 {sha256_of(weights_file)[:12]}, not pinned"
         assert cli._weights_lines("all") == [
-            f"  weights: SYNCNET_WEIGHTS={weights_file}, sha256 {sha256_of(weights_file)[:12]}, not pinned"
+            f"  weights: {source}", f"  arithmetic: syncnet float32 on {on}, fcn {fcn_arithmetic}"
         ]
         assert cli._weights_lines("landmarks") == []
+        status = {name: detail for name, _, detail in pipeline.engine_status("all")}
+        assert status == {
+            "syncnet": f"{source}; float32 on {on}", "fcn": f"{source}; {fcn_arithmetic}", "landmarks": ""
+        }
     finally:
         pipeline.unload_engines()
