@@ -90,12 +90,23 @@ def test_long_track_scored_in_pieces_matches_one_pass(monkeypatch, synthetic_wei
 
 
 @pytest.mark.slow
+def test_a_tracks_first_piece_is_cut_once_it_can_be_judged():
+    """The first piece keeps MIN_JUDGED_FRAMES (4 s): the engines start on it sooner; later pieces keep 5 s."""
+    media = load_media(CLIPS / "syncnet_example.avi")
+    with faces.FaceTracker(crops=False) as tracker:
+        pieces = [p for chunk in media_chunks(media) for p in tracker.add(chunk)] + tracker.finish()
+    assert [p.keep for p in pieces] == [(0, faces.MIN_JUDGED_FRAMES), (100, 225), (225, 317)]
+    assert faces.MIN_JUDGED_FRAMES == 100 and faces.PIECE_FRAMES == 125
+
+
+@pytest.mark.slow
 def test_joined_pieces_equal_one_longer_piece(monkeypatch):
     """Short pieces (for the crop engines) joined for the landmarks engine give exactly the longer piece."""
     media = load_media(CLIPS / "syncnet_example.avi")
 
     def pieces(frames_per_piece: int) -> list[faces.Piece]:
         monkeypatch.setattr(faces, "PIECE_FRAMES", frames_per_piece)
+        monkeypatch.setattr(faces, "MIN_JUDGED_FRAMES", frames_per_piece)  # the first piece as long (one face here)
         with faces.FaceTracker(crops=True, blendshapes=True) as tracker:
             return [p for chunk in media_chunks(media) for p in tracker.add(chunk)] + tracker.finish()
 
@@ -114,6 +125,7 @@ def test_a_tail_piece_too_short_for_a_lip_window_is_left_out(monkeypatch, synthe
     engines: the result has the rows of all the clip's 312 windows, as one pass over it would."""
     monkeypatch.setenv("SYNCNET_WEIGHTS", str(synthetic_weights))
     monkeypatch.setattr(faces, "PIECE_FRAMES", 314)  # syncnet_example's 317 frames: keeps (0, 314) and (314, 317)
+    monkeypatch.setattr(faces, "MIN_JUDGED_FRAMES", 314)  # the first piece as long (one face here)
     report = pipeline.analyze_file(CLIPS / "syncnet_example.avi", ["fcn"])
     assert report.results[0].engine == "fcn"
     assert list(report.result_frames["fcn"]) == list(range(317 - 5))
