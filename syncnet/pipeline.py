@@ -17,8 +17,9 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import closing
 from dataclasses import dataclass, replace
 from itertools import pairwise
 from pathlib import Path
@@ -247,22 +248,25 @@ class _SoundCheck:
 
 
 def _face_pieces(
-    chunks: Iterable[MediaChunk], tracker: FaceTracker, timing: _Timing, sound: _SoundCheck, full_frame: bool
+    chunks: Generator[MediaChunk, None, None], tracker: FaceTracker, timing: _Timing, sound: _SoundCheck,
+    full_frame: bool
 ) -> Iterator[tuple[int, Piece | None]]:
-    """(frames done, a piece ready for the engines, or None for progress only), chunk by chunk."""
+    """(frames done, a piece ready for the engines, or None for progress only), chunk by chunk; `chunks` is closed
+    as soon as this stops reading it, however it stops (its decoding thread then ends)."""
     frames = _FullFrameTrack() if full_frame else None
     done = 0
-    for chunk in chunks:
-        started = time.perf_counter()
-        sound.listen(chunk.audio)
-        ready = tracker.add(chunk)
-        if frames is not None:
-            ready += frames.add(chunk)
-        timing.add("faces", time.perf_counter() - started)
-        done = chunk.stop
-        yield done, None
-        for piece in ready:
-            yield done, piece
+    with closing(chunks):
+        for chunk in chunks:
+            started = time.perf_counter()
+            sound.listen(chunk.audio)
+            ready = tracker.add(chunk)
+            if frames is not None:
+                ready += frames.add(chunk)
+            timing.add("faces", time.perf_counter() - started)
+            done = chunk.stop
+            yield done, None
+            for piece in ready:
+                yield done, piece
     if not sound.heard:
         raise SilentAudioError("the soundtrack is silent: there is no sound to sync the lips with")
     started = time.perf_counter()
@@ -550,10 +554,14 @@ def _describe(tracker: FaceTracker) -> str:
     return f"{seen} seen; {len(tracks)} face track(s) of at least 1 s, {len(speaking)} speaking ({spans})"
 
 
-def _in_background(items: Iterable[T], maxsize: int, name: str) -> Iterator[T]:
-    """Iterate `items` in a thread of its own, `maxsize` items ahead at most; its errors are raised here."""
+def _in_background(items: Iterable[T], maxsize: int, name: str) -> Generator[T, None, None]:
+    """Iterate `items` in a thread of its own, `maxsize` items ahead at most; its errors are raised here.
+
+    However this generator ends (exhausted, closed, an error, Ctrl-C, even during the thread's start), the thread is
+    told to stop and, if it ever ran, has closed `items` before this generator is done: a decoder it was reading is
+    free to close."""
     results: queue.Queue = queue.Queue(maxsize)
-    stop = threading.Event()
+    stop, done = threading.Event(), threading.Event()
 
     def put(entry: tuple[str, object]) -> bool:
         while not stop.is_set():
@@ -565,21 +573,15 @@ def _in_background(items: Iterable[T], maxsize: int, name: str) -> Iterator[T]:
         return False
 
     def run() -> None:
-        iterator = iter(items)
         try:
-            for item in iterator:
-                if not put(("item", item)):
-                    return
-            put(("end", None))
-        except BaseException as error:  # handed to the consumer, which raises it
-            put(("error", error))
+            if not stop.is_set():  # (set already if Ctrl-C cut `start` short before this thread ran)
+                _feed(iter(items), put)
         finally:
-            if hasattr(iterator, "close"):
-                iterator.close()
+            done.set()
 
     thread = threading.Thread(target=run, name=f"syncnet-{name}", daemon=True)
-    thread.start()
     try:
+        thread.start()
         while True:
             kind, value = results.get()
             if kind == "end":
@@ -589,7 +591,22 @@ def _in_background(items: Iterable[T], maxsize: int, name: str) -> Iterator[T]:
             yield value
     finally:
         stop.set()
-        thread.join()
+        if thread.ident is not None:  # it runs or ran: wait until it has let go of `items`
+            done.wait()
+
+
+def _feed(iterator: Iterator[T], put: Callable[[tuple[str, object]], bool]) -> None:
+    """Hand each item on, then the end (or the error); stop when `put` refuses; close the iterator in any case."""
+    try:
+        for item in iterator:
+            if not put(("item", item)):
+                return
+        put(("end", None))
+    except BaseException as error:  # handed to the consumer, which raises it
+        put(("error", error))
+    finally:
+        if hasattr(iterator, "close"):
+            iterator.close()
 
 
 @dataclass

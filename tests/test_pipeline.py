@@ -1,4 +1,6 @@
 """The pipeline call: engines loaded once, progress in order, the report's timing, segment and crops."""
+import threading
+
 import pytest
 
 from syncnet import pipeline
@@ -70,3 +72,26 @@ def test_engines_load_while_the_faces_are_tracked_and_their_failure_is_raised(mo
     with pytest.raises(ZeroDivisionError, match="a bug while loading"):
         pipeline.analyze_file(CLIP, ["landmarks"])
     assert len(loaded_in) == 1 and loaded_in[0].startswith("syncnet-load")
+
+
+STAGE_THREADS = ("syncnet-faces", "syncnet-decode")
+
+
+def test_ctrl_c_while_a_stage_thread_starts_reaches_the_caller_and_stops_the_stages(fresh_engines, monkeypatch):
+    """Ctrl-C can land while `Thread.start` waits for the new thread to run: the interrupt still reaches the caller
+    (not an error from closing a decoder that another thread is reading: a batch would then go on to the next video),
+    and no stage thread is left behind."""
+    real_start = threading.Thread.start
+
+    def start_then_interrupt(thread: threading.Thread) -> None:
+        real_start(thread)
+        if thread.name == "syncnet-faces":
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(threading.Thread, "start", start_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.analyze_file(CLIP, ["landmarks"])
+    left = [t for t in threading.enumerate() if t.name in STAGE_THREADS]
+    for thread in left:
+        thread.join(timeout=10)
+    assert not [t.name for t in left if t.is_alive()]
