@@ -56,11 +56,17 @@ def run_cli(*args: str, timeout: float = 600, **popen) -> subprocess.CompletedPr
 
 
 def start_cli(*args: str) -> subprocess.Popen:
-    """The CLI in its own process group (so that a kill takes its worker processes too)."""
+    """The CLI in its own process group (so that a kill takes its worker processes too), with Ctrl-C (SIGINT) handled
+    as at a terminal even where the tests were started in the background (`cmd &` starts them with SIGINT ignored,
+    which the CLI would inherit)."""
     env = {k: v for k, v in os.environ.items() if k != "SYNCNET_WEIGHTS"}
     env.update(HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT))
     return subprocess.Popen([sys.executable, "-m", "syncnet", *args], cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+                            stderr=subprocess.PIPE, text=True, start_new_session=True, preexec_fn=_default_sigint)
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def read_rows(path: Path) -> list[dict]:
