@@ -132,7 +132,7 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
 
 def run() -> NoReturn:
     """The ``syncnet`` command: `main`, then exit. Objects alive at that point are frozen (`gc.freeze`) first, so the
-    interpreter's exit does not sweep them all once more (with torch loaded that last pass took about 0.4 s)."""
+    interpreter's exit does not sweep them all once more (with torch loaded, that last pass is a visible wait)."""
     code = main()
     gc.freeze()
     sys.exit(code)

@@ -62,7 +62,6 @@ MAX_LAG_FRAMES = MAX_OFFSET  # lags searched when matching lip motion to audio e
 JUDGED_FRAMES = int(10 * FPS)
 MIN_JUDGED_FRAMES = int(4 * FPS)
 
-
 # S3FD-like face box from the landmark bounding box (side = the larger of its width and height):
 # fitted on the 12 clips of ../shared/clips that are 224x224 face tracks cut in SyncNet's convention
 # (syncnet_example.avi and 11 VoxCeleb2-style PC-AVS clips), where the S3FD box must be centred at (112, 80)
