@@ -1,10 +1,11 @@
-"""What looking for faces on every other frame changes: face-stage time, SyncNet crop boxes and the speaking face.
+"""What fewer looks for faces, by landmarkers taking turns, change: face-stage time, SyncNet crops, speaking face.
 
-    python benchmarks/face_stride.py [--clips DIR] [--stride 2] [--out FILE]
+    python benchmarks/face_stride.py [--clips DIR] [--stride 2] [--landmarkers 2] [--out FILE]
 
-Every clip of ``../shared/clips`` goes through `syncnet.faces.FaceTracker` twice, cutting SyncNet crops: with the
-landmarker on every frame (stride 1) and on every ``stride``-th frame (the tracks interpolate the landmarks between,
-as the pipeline does when the landmarks engine is not asked for). Per clip: face-stage milliseconds per frame of
+Every clip of ``../shared/clips`` goes through `syncnet.faces.FaceTracker` twice, cutting SyncNet crops: with one
+landmarker on every frame (the reference) and with ``landmarkers`` landmarkers taking turns on every ``stride``-th
+frame (the tracks interpolate the landmarks between, as the pipeline does when the landmarks engine is not asked
+for). Per clip: face-stage milliseconds per frame of
 each run, and, on the frames both runs put in a track of the same face, how far the smoothed SyncNet crop box moved
 (centre shift and size change as a share of the box side, the median filter over 13 frames as in `faces`), the mean
 absolute difference of the 224x224 crops (grey levels), and whether the pieces judged speaking agree.
@@ -26,15 +27,15 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.clipdata import DERIVED_CLIPS, VIDEO_SUFFIXES  # noqa: E402
-from syncnet.faces import SMOOTH_KERNEL, FaceTracker, Piece, TrackRecord  # noqa: E402
+from syncnet.faces import LANDMARKERS, SMOOTH_KERNEL, FaceTracker, Piece, TrackRecord  # noqa: E402
 from syncnet.media import MediaChunk, open_media  # noqa: E402
 
 CLIPS = Path(os.environ.get("SYNCNET_CLIPS", ROOT.parent / "shared" / "clips"))
 
 
-def run(chunks: list[MediaChunk], stride: int) -> tuple[float, list[TrackRecord], list[Piece]]:
+def run(chunks: list[MediaChunk], stride: int, landmarkers: int) -> tuple[float, list[TrackRecord], list[Piece]]:
     """(face-stage seconds, tracks, pieces) of one tracker pass."""
-    with FaceTracker(crops=True, blendshapes=True, stride=stride) as tracker:
+    with FaceTracker(crops=True, blendshapes=True, stride=stride, landmarkers=landmarkers) as tracker:
         started = time.perf_counter()
         pieces = [p for chunk in chunks for p in tracker.add(chunk)] + tracker.finish()
         seconds = time.perf_counter() - started
@@ -81,15 +82,15 @@ def match(a: list[TrackRecord], b: list[TrackRecord]) -> list[tuple[TrackRecord,
     return pairs
 
 
-def compare(clip: Path, stride: int) -> str:
+def compare(clip: Path, stride: int, landmarkers: int) -> str:
     stream = open_media(clip)
     try:
         chunks = list(stream)
     finally:
         stream.close()
     frames = sum(len(c.frames) for c in chunks)
-    time1, tracks1, pieces1 = run(chunks, 1)
-    time2, tracks2, pieces2 = run(chunks, stride)
+    time1, tracks1, pieces1 = run(chunks, 1, 1)
+    time2, tracks2, pieces2 = run(chunks, stride, landmarkers)
     crops1, crops2 = kept_crops(pieces1), kept_crops(pieces2)
     speak1, speak2 = speaking_by_frame(pieces1), speaking_by_frame(pieces2)
     shifts, scales, diffs, agree, judged = [], [], [], 0, 0
@@ -117,22 +118,25 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clips", type=Path, default=CLIPS)
     parser.add_argument("--stride", type=int, default=2)
+    parser.add_argument("--landmarkers", type=int, default=LANDMARKERS, help="VIDEO landmarkers taking turns")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "RESULTS_face_stride.md")
     args = parser.parse_args()
     clips = sorted(p for p in args.clips.iterdir() if p.suffix in VIDEO_SUFFIXES and p.name not in DERIVED_CLIPS)
     lines = [
         f"- date: {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC",
         f"- machine: {platform.machine()}, {os.cpu_count()} logical CPUs, Python {platform.python_version()}",
-        f"- command: `python benchmarks/face_stride.py --stride {args.stride}`",
+        f"- command: `python benchmarks/face_stride.py --stride {args.stride} --landmarkers {args.landmarkers}`",
+        f"- reference: every frame, one landmarker; compared: stride {args.stride},"
+        f" {args.landmarkers} landmarkers taking turns",
         f"- load average at the start: {os.getloadavg()[0]:.1f}",
         "",
-        f"| clip | frames | faces ms/f, every frame | faces ms/f, stride {args.stride} | box centre shift %"
+        "| clip | frames | faces ms/f, reference | faces ms/f, compared | box centre shift %"
         " of side (median / max) | box size change % (median / max) | crop mean abs diff (grey levels) |"
-        " tracks (1 / stride) | speaking pieces agree (frames) |",
+        " tracks (reference / compared) | speaking pieces agree (frames) |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: |",
     ]
     for clip in clips:
-        lines.append(compare(clip, args.stride))
+        lines.append(compare(clip, args.stride, args.landmarkers))
         print(lines[-1], flush=True)
     args.out.write_text("\n".join(lines) + "\n")
 

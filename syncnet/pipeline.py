@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import closing
+from contextlib import closing, contextmanager
 from dataclasses import dataclass, replace
 from itertools import pairwise
 from pathlib import Path
@@ -172,15 +172,18 @@ def _analyze(
     scorer = _Scorer(loading, timing, full_frame)
     sound = _SoundCheck()
     stride = 1 if LANDMARKS_ENGINE in names else FACE_STRIDE
-    with FaceTracker(crops=needs_crops and not full_frame, blendshapes=True, stride=stride) as tracker:
-        decoded = _in_background(timing.timed("decode", chunks), CHUNK_QUEUE, "decode")
+    with (  # decoding starts while the landmarkers load
+        _in_background(timing.timed("decode", chunks), CHUNK_QUEUE, "decode") as decoded,
+        FaceTracker(crops=needs_crops and not full_frame, blendshapes=True, stride=stride) as tracker,
+    ):
         work = _face_pieces(decoded, tracker, timing, sound, full_frame and needs_crops)
-        for done, piece in _in_background(work, PIECE_QUEUE, "faces"):
-            if piece is not None:
-                scorer.score(piece)
-            elif expected_frames:
-                what = f"faces and engines: {done / FPS:.0f} s of {expected_frames / FPS:.0f} s"
-                _report(progress, min(0.99, done / expected_frames), what)
+        with _in_background(work, PIECE_QUEUE, "faces", counts=lambda entry: entry[1] is not None) as pieces:
+            for done, piece in pieces:
+                if piece is not None:
+                    scorer.score(piece)
+                elif expected_frames:
+                    what = f"faces and engines: {done / FPS:.0f} s of {expected_frames / FPS:.0f} s"
+                    _report(progress, min(0.99, done / expected_frames), what)
     timing.seconds["total"] = time.perf_counter() - started
     _report(progress, 1.0, "done")
     return _build_report(source, tracker, scorer, timing, scorer.skipped, crop, window_s)
@@ -196,7 +199,7 @@ def _load_in_background(names: list[str]) -> Future[tuple[list[Engine], list[Ski
 
 
 CHUNK_QUEUE = 2  # decoded chunks waiting for the face stage (1 s each)
-PIECE_QUEUE = 2  # pieces waiting for the engines (5 s each at most)
+PIECE_QUEUE = 2  # pieces waiting for the engines (5 s each at most; progress ticks do not count)
 CROP_ENGINES = ("syncnet", "fcn")  # the engines that look at face crops
 LANDMARKS_ENGINE = "landmarks"  # the engine that reads the lips' landmarks on every frame
 # Without the landmarks engine, faces are looked for on every FACE_STRIDE-th frame and interpolated between: the
@@ -554,23 +557,35 @@ def _describe(tracker: FaceTracker) -> str:
     return f"{seen} seen; {len(tracks)} face track(s) of at least 1 s, {len(speaking)} speaking ({spans})"
 
 
-def _in_background(items: Iterable[T], maxsize: int, name: str) -> Generator[T, None, None]:
-    """Iterate `items` in a thread of its own, `maxsize` items ahead at most; its errors are raised here.
+@contextmanager
+def _in_background(
+    items: Iterable[T], maxsize: int, name: str, counts: Callable[[T], bool] | None = None
+) -> Iterator[Generator[T, None, None]]:
+    """Iterate `items` in a thread of its own, started at once, `maxsize` items ahead at most: the generator given
+    yields them and raises their errors.
 
-    However this generator ends (exhausted, closed, an error, Ctrl-C, even during the thread's start), the thread is
-    told to stop and, if it ever ran, has closed `items` before this generator is done: a decoder it was reading is
-    free to close."""
-    results: queue.Queue = queue.Queue(maxsize)
+    `counts(item)` False: the item does not take one of the `maxsize` places (e.g. a progress tick, so that the
+    thread is not held back by ticks its consumer has not read yet).
+
+    However the block ends (an error, Ctrl-C, even during the thread's start), and as soon as the generator given
+    is closed, the thread is told to stop and, if it ever ran, has closed `items` before that is done: a decoder
+    it was reading is free to close."""
+    results: queue.Queue = queue.Queue()
+    places = threading.Semaphore(maxsize)
     stop, done = threading.Event(), threading.Event()
 
+    def takes_place(entry: tuple[str, object]) -> bool:
+        return entry[0] == "item" and (counts is None or counts(entry[1]))
+
     def put(entry: tuple[str, object]) -> bool:
-        while not stop.is_set():
-            try:
-                results.put(entry, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
+        if takes_place(entry):
+            while not places.acquire(timeout=0.1):
+                if stop.is_set():
+                    return False
+        if stop.is_set():
+            return False
+        results.put(entry)
+        return True
 
     def run() -> None:
         try:
@@ -580,19 +595,32 @@ def _in_background(items: Iterable[T], maxsize: int, name: str) -> Generator[T, 
             done.set()
 
     thread = threading.Thread(target=run, name=f"syncnet-{name}", daemon=True)
-    try:
-        thread.start()
-        while True:
-            kind, value = results.get()
-            if kind == "end":
-                return
-            if kind == "error":
-                raise value
-            yield value
-    finally:
+
+    def stop_thread() -> None:
         stop.set()
         if thread.ident is not None:  # it runs or ran: wait until it has let go of `items`
             done.wait()
+
+    def consume() -> Generator[T, None, None]:
+        try:
+            while True:
+                entry = results.get()
+                kind, value = entry
+                if kind == "end":
+                    return
+                if kind == "error":
+                    raise value
+                if takes_place(entry):
+                    places.release()
+                yield value
+        finally:
+            stop_thread()
+
+    try:
+        thread.start()
+        yield consume()
+    finally:
+        stop_thread()
 
 
 def _feed(iterator: Iterator[T], put: Callable[[tuple[str, object]], bool]) -> None:

@@ -238,13 +238,13 @@ def test_pieces_of_the_silent_face_are_not_speaking(speaker, other, monkeypatch)
 def _spy_on_looks(tracker: faces.FaceTracker) -> list[int]:
     """The frame indices the tracker's landmarker is called on, as they come."""
     looks: list[int] = []
-    detect = tracker.landmarker.detect
+    detect_looks = tracker.landmarker.detect_looks
 
-    def spy(index: int, frame: np.ndarray):
-        looks.append(index)
-        return detect(index, frame)
+    def spy(batch):
+        looks.extend(index for index, _, _ in batch)
+        return detect_looks(batch)
 
-    tracker.landmarker.detect = spy
+    tracker.landmarker.detect_looks = spy
     return looks
 
 
