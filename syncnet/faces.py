@@ -52,8 +52,10 @@ MIN_IOU = 0.3  # box overlap linking a detection to a track
 CUT_THRESHOLD = 27.0
 CLOSEUP_PAD = 0.3  # if faces are missed, retry on frames padded by this share of their size (webcam close-ups)
 COUNT_EVERY = 25  # frames between the looks that count faces
-# VIDEO landmarkers taking turns (one call uses one core): two looks at once give 1.8x the looks per second on 2
-# cores (two-face interview, every other frame: 16.1 -> 8.9 ms per look)
+# VIDEO landmarkers taking turns where only face boxes are needed (one call uses one core): two looks at once give
+# 1.8x the looks per second on 2 cores (two-face interview, every other frame: 16.1 -> 8.9 ms per look). Each
+# follows the faces over every other look, so the lip shapes they give jump more from frame to frame (second
+# differences 1.2-1.9x as large on three clips): lip-shape series come from one landmarker.
 LANDMARKERS = min(2, os.cpu_count() or 1)
 PROBE_FRAMES = int(FPS)  # frames at the start of the video and of each shot on which a close-up is looked for
 PIECE_FRAMES = int(5 * FPS)  # tracks go to the engines in pieces of this many frames, as soon as they are cut
@@ -202,7 +204,7 @@ class Landmarker:
     looks it is given. The few looks made before a count or a probe changed the landmarkers are made again.
     """
 
-    def __init__(self, blendshapes: bool = False, instances: int = LANDMARKERS):
+    def __init__(self, blendshapes: bool = False, instances: int = 1):
         self.blendshapes = blendshapes
         self.pad = 0.0
         self.probe_left = PROBE_FRAMES
@@ -673,7 +675,7 @@ class FaceTracker:
 
     def __init__(
         self, *, crops: bool = True, blendshapes: bool = False, keep_landmarks: bool = False, stride: int = 1,
-        landmarkers: int = LANDMARKERS,
+        landmarkers: int = 1,
     ):
         self.want_crops = crops
         self.stride = stride  # the landmarker looks at every stride-th frame of a shot; between, tracks interpolate

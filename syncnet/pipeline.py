@@ -32,7 +32,7 @@ from syncnet.audio import mfcc
 from syncnet.constants import CROP_PROTOCOLS, CROP_SIZE, FPS, MIN_TRACK_S, SAMPLES_PER_FRAME
 from syncnet.engines import ENGINE_NAMES, Engine, EngineInput, Skipped
 from syncnet.errors import BadArgument, SilentAudioError, SyncNetError
-from syncnet.faces import PIECE_CONTEXT, PIECE_FRAMES, FaceTracker, Piece
+from syncnet.faces import LANDMARKERS, PIECE_CONTEXT, PIECE_FRAMES, FaceTracker, Piece
 from syncnet.gpu import gpu_task
 from syncnet.hls import stream_windows
 from syncnet.media import Media, MediaChunk, media_chunks, open_media
@@ -171,10 +171,12 @@ def _analyze(
     full_frame = crop == "full-frame"
     scorer = _Scorer(loading, timing, full_frame)
     sound = _SoundCheck()
-    stride = 1 if LANDMARKS_ENGINE in names else FACE_STRIDE
+    stride, landmarkers = (1, 1) if LANDMARKS_ENGINE in names else (FACE_STRIDE, LANDMARKERS)
     with (  # decoding starts while the landmarkers load
         _in_background(timing.timed("decode", chunks), CHUNK_QUEUE, "decode") as decoded,
-        FaceTracker(crops=needs_crops and not full_frame, blendshapes=True, stride=stride) as tracker,
+        FaceTracker(
+            crops=needs_crops and not full_frame, blendshapes=True, stride=stride, landmarkers=landmarkers
+        ) as tracker,
     ):
         work = _face_pieces(decoded, tracker, timing, sound, full_frame and needs_crops)
         with _in_background(work, PIECE_QUEUE, "faces", counts=lambda entry: entry[1] is not None) as pieces:

@@ -6,8 +6,18 @@ import numpy as np
 import pytest
 
 from syncnet import faces
-from syncnet.faces import FaceModelError, FaceTrack, NoFaceError, crop_faces, lip_shapes, mouth_crops, track_face
+from syncnet.faces import (
+    LANDMARKERS,
+    FaceModelError,
+    FaceTrack,
+    NoFaceError,
+    crop_faces,
+    lip_shapes,
+    mouth_crops,
+    track_face,
+)
 from syncnet.media import SAMPLES_PER_FRAME, Media, load_media, media_chunks
+from syncnet.pipeline import FACE_STRIDE
 from syncnet.smooth import medfilt
 from tests.paths import CLIPS
 
@@ -133,6 +143,20 @@ def test_webcam_close_up_is_found(speaker):
     assert crops.shape == (track.num_frames, 224, 224, 3)
 
 
+@pytest.mark.slow
+def test_webcam_close_up_is_found_by_landmarkers_taking_turns(speaker):
+    """As above, with the landmarkers taking turns on every other frame (the SyncNet engines' face stage): the probe
+    that finds the close-up replaces them in the middle of a batch, and the looks after it are made again."""
+    tight = np.stack([cv2.resize(f[50:140, 70:155], (480, 480)) for f in speaker.frames])
+    media = Media(tight, speaker.audio, len(tight) / 25, "<memory>", 0.0, None)
+    with faces.FaceTracker(crops=False, stride=FACE_STRIDE, landmarkers=2) as tracker:
+        for chunk in media_chunks(media):
+            tracker.add(chunk)
+        tracker.finish()
+    assert tracker.landmarker.pad == faces.CLOSEUP_PAD
+    assert max(t.stop - t.start for t in tracker.tracks) >= 0.9 * len(tight)
+
+
 def side_by_side(left, right):
     n = min(len(left.frames), len(right.frames))
     return np.ascontiguousarray(np.concatenate([left.frames[:n], right.frames[:n]], axis=2)), n
@@ -219,13 +243,15 @@ def test_faces_are_compared_on_the_frames_they_share():
 
 
 @pytest.mark.slow
-def test_pieces_of_the_silent_face_are_not_speaking(speaker, other, monkeypatch):
+@pytest.mark.parametrize("stride, landmarkers", [(1, 1), (FACE_STRIDE, LANDMARKERS)])  # landmarks engine; crop engines
+def test_pieces_of_the_silent_face_are_not_speaking(speaker, other, monkeypatch, stride, landmarkers):
     """Two faces side by side, one soundtrack: every piece of the speaker's track is marked speaking and every piece
-    of the other face's track judged on enough frames is not, so the SyncNet engines score only the speaker."""
+    of the other face's track judged on enough frames is not, so the SyncNet engines score only the speaker (also
+    with the landmarkers taking turns on every other frame, as for the SyncNet engines)."""
     monkeypatch.setattr(faces, "PIECE_FRAMES", 25)  # 1 s pieces: several per track, the first ones not judged
     frames, n = side_by_side(speaker, other)
     media = Media(frames, speaker.audio[: n * SAMPLES_PER_FRAME], n / 25, "<memory>", 0.0, None)
-    with faces.FaceTracker(crops=False) as tracker:
+    with faces.FaceTracker(crops=False, stride=stride, landmarkers=landmarkers) as tracker:
         pieces = [p for chunk in media_chunks(media) for p in tracker.add(chunk)] + tracker.finish()
     judged = [p for p in pieces if p.keep[1] >= faces.MIN_JUDGED_FRAMES]
     assert len({p.track for p in pieces}) == 2 and len(judged) >= 4
@@ -249,13 +275,15 @@ def _spy_on_looks(tracker: faces.FaceTracker) -> list[int]:
 
 
 @pytest.mark.slow
-def test_stride_looks_at_every_other_frame_and_tracks_all_of_them(example):
-    """With stride 2 the landmarker sees half the frames; the track still covers every frame, its smoothed boxes
-    close to those found on every frame, and so are the SyncNet crops cut from them."""
+@pytest.mark.parametrize("landmarkers", [1, 2])
+def test_stride_looks_at_every_other_frame_and_tracks_all_of_them(example, landmarkers):
+    """With stride 2 the landmarker sees half the frames (or two landmarkers take turns on them); the track still
+    covers every frame, its smoothed boxes close to those found on every frame, and so are the SyncNet crops cut
+    from them."""
     media = example
     runs = {}
-    for stride in (1, 2):
-        with faces.FaceTracker(crops=True, stride=stride) as tracker:
+    for stride, count in ((1, 1), (2, landmarkers)):
+        with faces.FaceTracker(crops=True, stride=stride, landmarkers=count) as tracker:
             looks = _spy_on_looks(tracker)
             pieces = [p for chunk in media_chunks(media) for p in tracker.add(chunk)] + tracker.finish()
         runs[stride] = looks, tracker.tracks[0], np.concatenate([p.crops[p.keep[0] - p.start: p.keep[1] - p.start]
