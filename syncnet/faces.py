@@ -51,7 +51,7 @@ MIN_IOU = 0.3  # box overlap linking a detection to a track
 # (LatentSync pins 0.6.1); syncnet_python pins scenedetect 0.5.1, whose default is 30.
 CUT_THRESHOLD = 27.0
 CLOSEUP_PAD = 0.3  # if faces are missed, retry on frames padded by this share of their size (webcam close-ups)
-COUNT_EVERY = 25  # frames between the looks that count faces
+COUNT_EVERY = 25  # frames between the looks that count faces (the first look from each multiple of it counts)
 # VIDEO landmarkers taking turns where only face boxes are needed (one call uses one core): two looks at once give
 # 1.8x the looks per second on 2 cores (two-face interview, every other frame: 16.1 -> 8.9 ms per look). Each
 # follows the faces over every other look, so the lip shapes they give jump more from frame to frame (second
@@ -192,7 +192,8 @@ class Landmarker:
     """MediaPipe Face Landmarker in VIDEO mode, fed one look at a time, with a face count and a close-up fallback.
 
     Following fewer faces is faster, so the VIDEO landmarker follows as many faces as have been seen at once:
-    every COUNT_EVERY frames an independent look (IMAGE mode) counts them, and a higher count replaces it.
+    the first look from every COUNT_EVERY-th frame on is also an independent look (IMAGE mode) that counts them, and
+    a higher count replaces it.
 
     Faces filling the whole frame (webcams) are missed unless the frame gets a black border first. In the first
     second of the video and of every shot, a frame where no face is found is looked at again with a border
@@ -213,6 +214,7 @@ class Landmarker:
         self._videos: list[vision.FaceLandmarker] = []
         self._create_videos(instances)
         self._turn = 0  # the VIDEO landmarker that takes the next look
+        self._next_count = 0  # the frame from which the next look counts the faces
         self._image: vision.FaceLandmarker | None = None  # IMAGE mode: face counts and the close-up probe
 
     def _create(self, mode: vision.RunningMode, num_faces: int) -> vision.FaceLandmarker:
@@ -269,6 +271,7 @@ class Landmarker:
                 if new_shot:
                     self.new_shot()
                 if self._counts(index):  # beside the batch; the batch is looked at again if it finds more faces
+                    self._next_count = self._count_after(index)
                     counting = self._pool.submit(self._look, frame, self.pad)
             try:
                 results = self._detect_video(batch)
@@ -288,15 +291,22 @@ class Landmarker:
 
     def _batch(self, looks: Sequence[tuple[int, np.ndarray, bool]]) -> list[tuple[int, np.ndarray, bool]]:
         """The first look, and those after it that neither start a shot nor are due a face count."""
+        first = looks[0][0]
+        next_count = self._count_after(first) if self._counts(first) else self._next_count
         batch = [looks[0]]
         for look in looks[1 : len(self._videos)]:
-            if look[2] or self._counts(look[0]):
+            if look[2] or (look[0] >= next_count and self.num_faces < MAX_FACES):
                 break
             batch.append(look)
         return batch
 
     def _counts(self, index: int) -> bool:
-        return index % COUNT_EVERY == 0 and self.num_faces < MAX_FACES
+        """Whether the look at frame `index` is due a face count: the first look from each COUNT_EVERY-th frame."""
+        return index >= self._next_count and self.num_faces < MAX_FACES
+
+    @staticmethod
+    def _count_after(index: int) -> int:
+        return (index // COUNT_EVERY + 1) * COUNT_EVERY
 
     def _detect_video(
         self, batch: Sequence[tuple[int, np.ndarray, bool]]

@@ -175,7 +175,8 @@ def _analyze(
     with (  # decoding starts while the landmarkers load
         _in_background(timing.timed("decode", chunks), CHUNK_QUEUE, "decode") as decoded,
         FaceTracker(
-            crops=needs_crops and not full_frame, blendshapes=True, stride=stride, landmarkers=landmarkers
+            crops=needs_crops and not full_frame, blendshapes=LANDMARKS_ENGINE in names, stride=stride,
+            landmarkers=landmarkers,
         ) as tracker,
     ):
         work = _face_pieces(decoded, tracker, timing, sound, full_frame and needs_crops)
@@ -207,7 +208,7 @@ LANDMARKS_ENGINE = "landmarks"  # the engine that reads the lips' landmarks on e
 # Without the landmarks engine, faces are looked for on every FACE_STRIDE-th frame and interpolated between: the
 # face stage costs 0.56x, and the SyncNet crop boxes (median-filtered over 13 frames) move by 0.13% of their side
 # in the median clip (benchmarks/face_stride.py on the 52 clips of ../shared/clips).
-FACE_STRIDE = 2
+FACE_STRIDE = 3
 MIN_ROWS = int(MIN_TRACK_S * FPS) // 2  # fewer distance rows than this (0.5 s) give no result
 # Engines that standardise over their whole input (landmarks) see consecutive pieces of a track joined up to this
 # many kept frames (the crop engines look at each window on its own and get the pieces as they come).

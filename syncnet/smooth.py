@@ -1,14 +1,14 @@
 """Median filtering over time, as `scipy.signal.medfilt` computes it (zero padding at both ends).
 
-`scipy.ndimage.median_filter` gives the same numbers and imports in a third of the time (0.2 s against 0.65 s
-here): the command line starts faster.
+A median over a sliding window of numpy: `scipy.signal` and `scipy.ndimage` are not imported (0.65 s and 0.25 s
+of every command's start-up here, on the path where the face stage is waiting for them).
 """
 from __future__ import annotations
 
 import numpy as np
-from scipy.ndimage import median_filter
 
 
 def medfilt(values: np.ndarray, kernel_size: int) -> np.ndarray:
     """`scipy.signal.medfilt(values, kernel_size)` of a 1-D array (odd kernel), as float64."""
-    return median_filter(np.asarray(values, np.float64), size=kernel_size, mode="constant", cval=0.0)
+    padded = np.pad(np.asarray(values, np.float64), kernel_size // 2)
+    return np.median(np.lib.stride_tricks.sliding_window_view(padded, kernel_size), axis=-1)
