@@ -811,7 +811,14 @@ class FaceTracker:
             del self._recent[index]
 
     def finish(self) -> list[Piece]:
-        """End every track; choose the speaking faces. Raises NoFaceError when no face stays 1 s."""
+        """End every track; choose the speaking faces. Raises NoFaceError when no face stays 1 s.
+
+        With a stride, the last frame is looked at too, so that the tracks reach the end of the video, not the last
+        look before it."""
+        last = self.frames_seen - 1
+        if self.active and last > self._next_look - self.stride and last in self._recent:
+            frame = self._recent[last][0]
+            self._link(last, self.landmarker.detect(last, frame), frame.shape[:2])
         ready = self._end(list(self.active))
         self._recent.clear()
         if not self.faces_seen:

@@ -133,7 +133,7 @@ def test_a_tail_piece_too_short_for_a_lip_window_is_left_out(monkeypatch, synthe
 
 @pytest.mark.slow
 def test_faces_every_other_frame_only_without_the_landmarks_engine(monkeypatch, synthetic_weights):
-    """The landmarks engine reads the lips of every frame; the SyncNet engines alone let the tracker skip half."""
+    """The landmarks engine reads the lips of every frame; the SyncNet engines alone let the tracker skip some."""
     monkeypatch.setenv("SYNCNET_WEIGHTS", str(synthetic_weights))
     strides = []
 
@@ -146,7 +146,7 @@ def test_faces_every_other_frame_only_without_the_landmarks_engine(monkeypatch, 
     for engines in (["fcn"], ["syncnet", "fcn"], ["landmarks"], ["landmarks", "fcn"]):
         report = pipeline.analyze_file(CLIPS / "pcavs_posesrc_00067.mp4", engines)
         assert [r.engine for r in report.results] == engines
-    assert strides == [pipeline.FACE_STRIDE, pipeline.FACE_STRIDE, 1, 1] and pipeline.FACE_STRIDE == 2
+    assert strides == [pipeline.FACE_STRIDE, pipeline.FACE_STRIDE, 1, 1] and pipeline.FACE_STRIDE > 1
 
 
 def _mfcc(audio: np.ndarray) -> np.ndarray:
