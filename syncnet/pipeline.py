@@ -205,9 +205,10 @@ CHUNK_QUEUE = 2  # decoded chunks waiting for the face stage (1 s each)
 PIECE_QUEUE = 2  # pieces waiting for the engines (5 s each at most; progress ticks do not count)
 CROP_ENGINES = ("syncnet", "fcn")  # the engines that look at face crops
 LANDMARKS_ENGINE = "landmarks"  # the engine that reads the lips' landmarks on every frame
-# Without the landmarks engine, faces are looked for on every FACE_STRIDE-th frame and interpolated between: the
-# face stage costs 0.56x, and the SyncNet crop boxes (median-filtered over 13 frames) move by 0.13% of their side
-# in the median clip (benchmarks/face_stride.py on the 52 clips of ../shared/clips).
+# Without the landmarks engine, faces are looked for on every FACE_STRIDE-th frame (by LANDMARKERS landmarkers taking
+# turns) and interpolated between: against one landmarker on every frame, the SyncNet crop boxes (median-filtered
+# over 13 frames) move by 0.24% of their side in the median clip (benchmarks/face_stride.py --stride 3
+# --landmarkers 2, on the 52 clips of ../shared/clips).
 FACE_STRIDE = 3
 MIN_ROWS = int(MIN_TRACK_S * FPS) // 2  # fewer distance rows than this (0.5 s) give no result
 # Engines that standardise over their whole input (landmarks) see consecutive pieces of a track joined up to this
