@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
+from scipy.fft import dct
 
-from syncnet.audio import AudioError, mel_filterbank, mfcc
+from syncnet.audio import N_CEPSTRA, N_FILTERS, AudioError, dct_matrix, mel_filterbank, mfcc
 from tests.synthetic_weights import DATA
 
 
@@ -43,3 +44,10 @@ def test_filterbank_is_triangular_on_floored_bins():
 def test_bad_audio_is_a_clear_error(bad, match):
     with pytest.raises(AudioError, match=match):
         mfcc(bad)
+
+
+def test_dct_matrix_is_scipy_orthonormal_dct_ii():
+    x = np.random.default_rng(0).normal(size=(40, N_FILTERS))
+    expected = dct(x, type=2, axis=1, norm="ortho")[:, :N_CEPSTRA]
+    np.testing.assert_allclose(x @ dct_matrix(N_CEPSTRA, N_FILTERS).T, expected, rtol=0, atol=1e-12)
+
