@@ -846,11 +846,11 @@ class FaceTracker:
         self.close()
 
 
-def track_face(frames: np.ndarray, audio: np.ndarray, stride: int = 1) -> FaceTrack:
-    """The speaking face over the longest usable stretch of a clip held in memory (the landmarker on every
-    `stride`-th frame, see `FaceTracker`). Raises NoFaceError."""
+def track_face(frames: np.ndarray, audio: np.ndarray, stride: int = 1, landmarkers: int = 1) -> FaceTrack:
+    """The speaking face over the longest usable stretch of a clip held in memory (`landmarkers` taking turns on
+    every `stride`-th frame, see `FaceTracker`). Raises NoFaceError."""
     media = Media(frames, audio, len(frames) / FPS, "<memory>", 0.0, None)  # type: ignore[arg-type]
-    with FaceTracker(crops=False, keep_landmarks=True, stride=stride) as tracker:
+    with FaceTracker(crops=False, keep_landmarks=True, stride=stride, landmarkers=landmarkers) as tracker:
         for chunk in media_chunks(media):
             tracker.add(chunk)
         tracker.finish()

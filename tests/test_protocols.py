@@ -114,8 +114,9 @@ class _RecordingEngine:
 @pytest.mark.slow
 @pytest.mark.parametrize("crop", ["track", "full-frame"])
 def test_each_protocol_feeds_the_engines_its_crops(grid, monkeypatch, crop):
-    """track: syncnet_python's tracked crops, as faces.crop_faces cuts them from the same tracking (faces on every
-    other frame, as for the SyncNet engines alone); full-frame: every frame resized."""
+    """track: syncnet_python's tracked crops, as faces.crop_faces cuts them from the same tracking (the
+    landmarkers taking turns on every FACE_STRIDE-th frame, as for the SyncNet engines alone); full-frame: every
+    frame resized."""
     from syncnet import pipeline
 
     engine = _RecordingEngine()
@@ -123,7 +124,7 @@ def test_each_protocol_feeds_the_engines_its_crops(grid, monkeypatch, crop):
     report = pipeline.analyze_file(GRID_CLIP, ["syncnet"], crop=crop)
     seen = np.concatenate(engine.crops)
     if crop == "track":
-        track = track_face(grid.frames, grid.audio, stride=pipeline.FACE_STRIDE)
+        track = track_face(grid.frames, grid.audio, stride=pipeline.FACE_STRIDE, landmarkers=pipeline.LANDMARKERS)
         assert report.segment == (track.start, track.stop)
         expected = crop_faces(grid.frames, track)
     else:
