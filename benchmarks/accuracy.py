@@ -10,9 +10,9 @@ is right when the engine's offset on the excerpt is the clip's whole-clip offset
 K = 5, 9, 15, 25 (1 s), 50 (2 s) frames on the clips never used in fitting (the context-length table, next to
 SyncNet's published LRS2 numbers). The landmark engine is run with and without MediaPipe's blendshapes.
 
-``--cross-validate`` is the design check: the fit half is split in CV_FOLDS folds by name, the projections are
-refitted on all folds but one and the short-window test is run on that one, in turn (the held-out clips are
-decoded, from the cache, but never scored).
+``--cross-validate`` is the design check: the fit half is split in CV_FOLDS folds by name, the projections (and the
+lip-contour model of `syncnet.faces.lip_shapes`) are refitted on all folds but one and the short-window test is
+run on that one, in turn (the held-out clips are decoded, from the cache, but never scored).
 
     python -m benchmarks.accuracy [--clips ../shared/clips] [--cache DIR] [--out FILE] [--cross-validate]
 """
@@ -35,9 +35,10 @@ import imageio_ffmpeg
 import numpy as np
 
 from benchmarks.calibrate_landmarks import believed_in_sync, fit_projection, projection_subset, shift_audio
-from benchmarks.clipdata import DEFAULT_CACHE, ClipData, decode_clip, load_clip, load_clips
+from benchmarks.clipdata import DEFAULT_CACHE, ClipData, decode_clip, load_clip, load_clips, with_contour
 from syncnet.constants import SAMPLES_PER_FRAME
 from syncnet.engines import ENGINE_NAMES, Engine, EngineInput, Skipped, load_engines
+from syncnet.faces import fit_lip_contour, lip_shapes_of
 from syncnet.landmarks import LIPS, LIPS_AND_BLENDSHAPES, LandmarkEngine
 from syncnet.scoring import SyncResult
 
@@ -200,8 +201,8 @@ def _cached_copy(src: Path, fmt: str, shift: int, codec_args: list[str], tmp: Pa
     cached = cache / "reencoded" / f"{stem}.npz" if cache else None
     if cached is not None and cached.exists():
         with np.load(cached) as z:
-            return ClipData(stem, z["lips"], z["audio"], int(z["start"]), int(z["clip_frames"]), int(z["num_faces"]),
-                            "real", 0.0, z["landmarks"])
+            return ClipData(stem, lip_shapes_of(z["landmarks"]), z["audio"], int(z["start"]), int(z["clip_frames"]),
+                            int(z["num_faces"]), "real", 0.0, z["landmarks"])
     suffix = ".mp4" if fmt.startswith("mp4") else ".webm"
     dst = tmp / f"{src.stem}_{shift:+d}{suffix}"
     reencode(src, dst, shift, codec_args)
@@ -262,12 +263,14 @@ def cross_validate(clips: list[ClipData]) -> dict[str, dict[int, list[bool]]]:
     table: dict[str, dict[int, list[bool]]] = {}
     for fold in range(CV_FOLDS):
         held = {c.name for c in fit[fold::CV_FOLDS]}
-        train = [c for c in fit if c.name not in held]
+        contour = fit_lip_contour([c.landmarks for c in fit if c.name not in held])  # the lips' model too
+        fold_clips = [with_contour(c, contour) for c in fit]
+        train = [c for c in fold_clips if c.name not in held]
         fitted = {LIPS: fit_projection(train, use_blendshapes=False),
                   LIPS_AND_BLENDSHAPES: fit_projection(train, use_blendshapes=True)}
         engine = LandmarkEngine(fitted=fitted)
         for variant in (Variant("landmarks", engine), Variant(BLENDSHAPES, engine, True)):
-            for clip in (c for c in fit if c.name in held):
+            for clip in (c for c in fold_clips if c.name in held):
                 reference = engine.run(make_input(clip, clip.audio, None, variant.blendshapes)).offset_frames
                 for frames in CV_CONTEXTS:
                     hits = excerpt_hits(variant, clip, reference, frames)

@@ -4,7 +4,9 @@ Default: measure the engine's systematic lag (lips move before the sound) on cli
 as ``calibration.landmarks`` = {scale: 1, bias: -median raw sub-frame offset} in syncnet/assets/card.json, so that
 the calibrated offset of an in-sync clip is ~0. ``--projection`` instead refits the engine's paired directions on
 every other clip (by name) and writes them to syncnet/assets/landmarks_projection.json, for both feature sets
-(lip shapes alone; lip shapes and blendshapes). The fit is a contrastive canonical analysis: with each clip
+(lip shapes alone; lip shapes and blendshapes), after refitting on the same clips the lip-contour model of
+`syncnet.faces.lip_shapes` (syncnet/assets/lip_contour.json: a pose template and 8 principal directions of the
+lip contour's motion). The fit is a contrastive canonical analysis: with each clip
 aligned at its own offset, the directions maximise the cross-covariance of visual and audio features at that
 offset minus their mean cross-covariance at wrong offsets (3..15 frames away), relative to their variances
 (closed form: an SVD of the whitened difference). Shift amounts and excerpts play no part in it.
@@ -21,9 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.clipdata import DEFAULT_CACHE, ClipData, load_clips
+from benchmarks.clipdata import DEFAULT_CACHE, ClipData, load_clips, with_contour
 from syncnet import landmarks
 from syncnet.card import CARD_PATH as CARD_CONFIG
+from syncnet.faces import CONTOUR_PATH, LipContour, fit_lip_contour, lip_contour_model
 from syncnet.landmarks import LandmarkEngine, Projection
 from syncnet.scoring import OFFSETS, summarize
 
@@ -144,6 +147,18 @@ def write_projections(fitted: dict[str, Projection], names: list[str], path: Pat
     landmarks.projections.cache_clear()
 
 
+def write_contour(contour: LipContour, path: Path = CONTOUR_PATH) -> None:
+    """Store the lip-contour model of `syncnet.faces.lip_shapes` (rounded to 6 digits)."""
+    stored = {
+        "note": "fitted by python -m benchmarks.calibrate_landmarks --projection on the same clips as "
+        "landmarks_projection.json: pose template (eye-normalised rigid points) and principal directions of the "
+        "pose-normalised lip contour",
+        **{key: np.round(getattr(contour, key), 6).tolist() for key in ("template", "mean", "basis")},
+    }
+    path.write_text(json.dumps(stored) + "\n")
+    lip_contour_model.cache_clear()
+
+
 def measure_lag(clips: list[ClipData], use_blendshapes: bool = False) -> tuple[float, list[tuple[str, float, float]]]:
     """Median raw sub-frame offset of the in-sync clips, and (name, offset, confidence) for each."""
     engine = LandmarkEngine()
@@ -179,13 +194,16 @@ def main() -> None:
     clips = load_clips(args.clips, args.cache)
     if args.projection:
         subset = projection_subset(clips)
+        contour = fit_lip_contour([c.landmarks for c in subset])
+        subset = [with_contour(c, contour) for c in subset]
         fitted = {landmarks.LIPS: fit_projection(subset, use_blendshapes=False)}
         if all(c.blendshapes is not None for c in subset):
             fitted[landmarks.LIPS_AND_BLENDSHAPES] = fit_projection(subset, use_blendshapes=True)
         if not args.dry_run:
+            write_contour(contour)
             write_projections(fitted, [c.name for c in subset])
         names = ", ".join(c.name for c in subset)
-        print(f"fitted on {len(subset)} clips: {names}; written to {landmarks.PROJECTION_PATH}")
+        print(f"fitted on {len(subset)} clips: {names}; written to {landmarks.PROJECTION_PATH}, {CONTOUR_PATH}")
         return
     in_sync = [c for c in clips if believed_in_sync(c)]
     lag, rows = measure_lag(in_sync)

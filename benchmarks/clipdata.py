@@ -21,7 +21,16 @@ from mediapipe.tasks.python import vision
 from mediapipe.tasks.python.core.base_options import BaseOptions
 
 from syncnet.constants import FPS
-from syncnet.faces import CLOSEUP_PAD, MAX_FACES, FaceTrack, lip_shapes, model_path, track_face
+from syncnet.faces import (
+    CLOSEUP_PAD,
+    MAX_FACES,
+    FaceTrack,
+    LipContour,
+    lip_shapes,
+    lip_shapes_of,
+    model_path,
+    track_face,
+)
 from syncnet.media import SAMPLES_PER_FRAME, load_media
 
 log = logging.getLogger(__name__)
@@ -162,9 +171,10 @@ def load_clip(path: Path, cache_dir: Path | None, kind: str = "unknown", file_du
     cache_dir.mkdir(parents=True, exist_ok=True)
     cached = cache_dir / f"{path.name}.{_key(path)}.npz"
     if cached.exists():
-        with np.load(cached) as z:
-            return ClipData(path.name, z["lips"], z["audio"], int(z["start"]), int(z["clip_frames"]),
-                            int(z["num_faces"]), kind, file_duration_s, z["landmarks"], z["blendshapes"])
+        with np.load(cached) as z:  # lips from the landmarks, with today's lip-contour model
+            return ClipData(path.name, lip_shapes_of(z["landmarks"]), z["audio"], int(z["start"]),
+                            int(z["clip_frames"]), int(z["num_faces"]), kind, file_duration_s, z["landmarks"],
+                            z["blendshapes"])
     clip = decode_clip(path, kind)
     tmp = cached.with_suffix(".tmp.npz")
     np.savez(tmp, lips=clip.lips, audio=clip.audio, start=clip.start, clip_frames=clip.clip_frames,
@@ -172,6 +182,11 @@ def load_clip(path: Path, cache_dir: Path | None, kind: str = "unknown", file_du
     tmp.replace(cached)
     log.info("cached %s (%d frames)", path.name, len(clip.lips))
     return dataclasses.replace(clip, file_duration_s=file_duration_s)
+
+
+def with_contour(clip: ClipData, contour: LipContour) -> ClipData:
+    """The clip with its lip shapes recomputed from its landmarks with another lip-contour model."""
+    return dataclasses.replace(clip, lips=lip_shapes_of(clip.landmarks, contour))
 
 
 def load_clips(clips_dir: Path, cache_dir: Path | None) -> list[ClipData]:

@@ -1,8 +1,9 @@
 """The training-free engine: lip shapes against speech-band energy, correlated over offsets -15..+15.
 
-Each frame gets a visual vector (the standardised lip shapes from `syncnet.faces.lip_shapes` and their rates of
-change, plus MediaPipe's mouth blendshapes and their rates of change when the input has them) and an audio vector
-(the floored log energies of 8 speech bands and their rates of change). Fixed linear maps project both onto a few
+Each frame gets a visual vector (the standardised lip shapes from `syncnet.faces.lip_shapes`, i.e. 5 distances and
+areas and 8 principal components of the pose-normalised lip contour, and their rates of change, plus MediaPipe's
+mouth blendshapes and their rates of change when the input has them) and an audio vector (the floored log energies
+of 8 speech bands and their rates of change, plus SyncNet's 13 MFCCs). Fixed linear maps project both onto a few
 paired directions: the directions along which lips and sound agree at the right offset far more than at wrong ones
 (a contrastive canonical fit, closed form, done once on half of the benchmark clips by `python -m
 benchmarks.calibrate_landmarks --projection` and stored in `assets/landmarks_projection.json`; a few hundred
@@ -25,6 +26,7 @@ from pathlib import Path
 import numpy as np
 from scipy.ndimage import gaussian_filter1d, maximum_filter1d
 
+from syncnet.audio import mfcc
 from syncnet.card import calibration
 from syncnet.constants import MFCC_HOP, MFCC_STEPS_PER_FRAME, MFCC_WINDOW_LENGTH, SAMPLE_RATE, SAMPLES_PER_FRAME
 from syncnet.engines import EngineInput, row_span
@@ -49,7 +51,7 @@ SURROUND_WEIGHT = 0.5  # share of that surround subtracted (chosen by cross-vali
 
 PROJECTION_PATH = Path(__file__).parent / "assets" / "landmarks_projection.json"
 LIPS, LIPS_AND_BLENDSHAPES = "lips", "lips+blendshapes"  # the feature sets, each with its own projection
-NUM_LIP_FEATURES = 5  # columns of syncnet.faces.lip_shapes
+NUM_LIP_FEATURES = 13  # columns of syncnet.faces.lip_shapes: 5 lip shapes, 8 lip-contour components
 NUM_BLENDSHAPES = 52  # MediaPipe Face Landmarker's blendshape scores, in its category order
 # mouth blendshapes used (category indices; left and right halves summed): jawOpen, mouthClose, mouthFunnel,
 # mouthPucker, mouthLowerDown, mouthUpperUp, mouthStretch, mouthRollLower, mouthRollUpper, mouthShrugLower,
@@ -142,16 +144,34 @@ def mouth_blendshapes(blendshapes: np.ndarray) -> np.ndarray:
 
 
 def visual_features(lips: np.ndarray, blendshapes: np.ndarray | None = None) -> np.ndarray:
-    """(T, 10) lip shapes and their velocities; (T, 46) with the mouth blendshapes and theirs appended."""
+    """(T, 26) lip shapes (contour components included) and their velocities; (T, 62) with the mouth blendshapes
+    and theirs appended."""
     features = with_velocity(lips)
     if blendshapes is not None:
         features = np.concatenate([features, with_velocity(mouth_blendshapes(blendshapes))], axis=1)
     return features
 
 
+def mfcc_levels(audio: np.ndarray, num_frames: int) -> np.ndarray:
+    """(num_frames, 13) SyncNet's MFCCs (`syncnet.audio.mfcc`), averaged over the 4 analysis steps of each frame."""
+    length = num_frames * SAMPLES_PER_FRAME
+    signal = np.zeros(length, np.float64)
+    signal[: min(length, len(audio))] = audio[:length]
+    cepstra = mfcc(signal).T
+    steps = num_frames * STEPS_PER_FRAME
+    if len(cepstra) < steps:
+        cepstra = np.pad(cepstra, ((0, steps - len(cepstra)), (0, 0)), mode="edge")
+    return cepstra[:steps].reshape(num_frames, STEPS_PER_FRAME, -1).mean(axis=1)
+
+
 def audio_features(audio: np.ndarray, num_frames: int, weights: np.ndarray) -> np.ndarray:
-    """(T, 16) floored band levels and their slopes, standardised over the frames with sound (others 0)."""
-    return with_velocity(band_levels(audio, num_frames), weights) * (weights > 0)[:, None]
+    """(T, 29) floored band levels and their slopes, then the 13 MFCCs (no slopes), standardised over the frames
+    with sound (others 0)."""
+    levels = np.concatenate(
+        [with_velocity(band_levels(audio, num_frames), weights), standardise(mfcc_levels(audio, num_frames), weights)],
+        axis=1,
+    )
+    return levels * (weights > 0)[:, None]
 
 
 def feature_set(blendshapes: np.ndarray | None) -> str:

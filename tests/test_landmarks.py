@@ -39,11 +39,15 @@ def shift_audio(audio: np.ndarray, frames: int) -> np.ndarray:
 
 
 def talking(seed: int = 0, frames: int = FRAMES) -> tuple[np.ndarray, np.ndarray]:
-    """Synthetic in-sync pair: syllable-like mouth opening and noise bursts loud exactly when the mouth is open."""
+    """Synthetic in-sync pair: syllable-like mouth opening and noise bursts loud exactly when the mouth is open.
+
+    The lips: 5 lip shapes, then 8 lip-contour components (the first follows the opening, the rest are noise)."""
     rng = np.random.default_rng(seed)
     opening = np.convolve((rng.random(frames) < 0.3).astype(float), np.hanning(5), mode="same").clip(0, 1)
-    lips = np.stack([0.1 * opening, 0.6 + 0.01 * rng.standard_normal(frames), 0.3 + 0.2 * opening,
-                     0.05 * opening, 1.2 + 0.05 * opening], axis=1)
+    contour = 0.01 * rng.standard_normal((frames, NUM_LIP_FEATURES - 5))
+    contour[:, 0] += 0.2 * opening
+    lips = np.concatenate([np.stack([0.1 * opening, 0.6 + 0.01 * rng.standard_normal(frames), 0.3 + 0.2 * opening,
+                                     0.05 * opening, 1.2 + 0.05 * opening], axis=1), contour], axis=1)
     lips += 0.003 * rng.standard_normal(lips.shape)
     envelope = np.repeat(opening, SAMPLES_PER_FRAME)
     audio = 0.3 * envelope * rng.standard_normal(len(envelope)) + 0.001 * rng.standard_normal(len(envelope))
@@ -131,7 +135,7 @@ def test_silence_gives_no_confidence_and_no_crash():
 
 def test_motionless_lips_give_no_confidence():
     _, audio = talking()
-    still = np.tile(np.array([0.1, 0.6, 0.3, 0.05, 1.2], np.float32), (FRAMES, 1))
+    still = np.tile(np.array([0.1, 0.6, 0.3, 0.05, 1.2] + [0.0] * (NUM_LIP_FEATURES - 5), np.float32), (FRAMES, 1))
     assert run(still, audio).confidence == pytest.approx(0.0, abs=1e-9)
 
 
@@ -234,6 +238,22 @@ def test_calibration_shifts_the_reported_offset():
     crops = np.zeros((len(lips), 224, 224, 3), np.uint8)
     result = LandmarkEngine(Calibration(1.0, -0.5)).run(EngineInput(crops, audio, np.zeros((13, 0)), lips))
     assert result.calibrated_offset_frames == pytest.approx(result.subframe_offset - 0.5)
+
+
+def test_lip_contour_ignores_head_pose():
+    """The lip shapes and lip-contour components do not change when the whole face is turned, scaled and moved
+    (a random face whose head points are the stored pose template)."""
+    from syncnet.faces import LIP_FEATURES, RIGID_POINTS, lip_contour_model, lip_shapes_of
+
+    rng = np.random.default_rng(0)
+    face = rng.normal(0.0, 0.3, (6, 478, 3))  # 6 frames of a random face ...
+    face[:, RIGID_POINTS] = lip_contour_model().template  # ... whose head points are the template's
+    face[:, 33], face[:, 263] = (-0.5, 0.0, 0.0), (0.5, 0.0, 0.0)  # outer eye corners
+    angle = 0.4
+    turn = np.array([[np.cos(angle), -np.sin(angle), 0.0], [np.sin(angle), np.cos(angle), 0.0], [0.0, 0.0, 1.0]])
+    moved = 80.0 * face @ turn.T + np.array([300.0, 200.0, 5.0])
+    assert lip_shapes_of(face).shape == (6, len(LIP_FEATURES)) == (6, NUM_LIP_FEATURES)
+    np.testing.assert_allclose(lip_shapes_of(moved), lip_shapes_of(face), atol=1e-4)
 
 
 @pytest.fixture(scope="module")
