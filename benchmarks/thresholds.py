@@ -7,8 +7,7 @@ Three kinds of input are built from the benchmark clips (their tracked face segm
 - speechless: each clip's lips with a soundtrack without speech: white noise, brown noise, synthetic music (decaying
   harmonic notes, 2-5 a second, chords and a beat) and a steady 440 Hz tone, at speech level (-20 dBFS RMS).
 
-The lips come with the clip's MediaPipe blendshapes where the cache has them, as the pipeline gives them to the
-landmark engine.
+The landmark engine gets the lip shapes alone (no MediaPipe blendshapes), as the pipeline gives them to it.
 
 Clips are split in two halves by name (every other clip, as `calibrate_landmarks.projection_subset` splits them: the
 landmark engine's projection was fitted on the first half). The threshold is chosen on the first half (the one
@@ -21,6 +20,7 @@ the measurement on pieces of that many seconds (the stream monitor's windows).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import json
 import logging
@@ -301,7 +301,7 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     started = time.perf_counter()
     engines, skipped = available_engines(args.engines)
-    clips = load_clips(args.clips, args.cache)
+    clips = [dataclasses.replace(c, blendshapes=None) for c in load_clips(args.clips, args.cache)]  # as the pipeline
     held_out = {c.name for c in sorted(clips, key=lambda c: c.name)[1::2]}  # never used for any choice
     assert not held_out & {c.name for c in projection_subset(clips)}  # nor for the landmark projection
     body: list[str] = []
@@ -331,9 +331,8 @@ def main() -> None:
         f"- Inputs: {len(clips)} clips (`clipdata.load_clips`: the derived `syncnet_example_audiodelay*` copies left "
         "out); genuine = each clip as it is; mismatched = its lips with every other recording's speech in the same "
         "half (files sharing a recording's sound never paired: " + ", ".join(SAME_RECORDING) + "), cut to the "
-        "shorter; speechless = its lips with " + ", ".join(SOUNDTRACKS) + " at -20 dBFS RMS. Lips with their "
-        f"MediaPipe blendshapes ({sum(c.blendshapes is not None for c in clips)} of {len(clips)} clips have them), "
-        "as the pipeline gives them to the landmark engine.",
+        "shorter; speechless = its lips with " + ", ".join(SOUNDTRACKS) + " at -20 dBFS RMS. Lip shapes alone (no "
+        "MediaPipe blendshapes), as the pipeline gives them to the landmark engine.",
         f"- Split: {len(clips) - len(held_out)} clips (every other clip by name, the landmark projection's fit half) "
         f"choose the threshold (Youden's J, middle of the gap); the other {len(held_out)} are held out and only "
         "reported. Pairs never cross the halves.",

@@ -8,6 +8,10 @@ lips follow the sound best speaks, and the SyncNet engines score only it (the la
 nothing, scores every face). The top-level results pool the distance rows of the speaking faces (the distances
 averaged over all their windows, so a stretch weighs by its length).
 
+The landmarks engine gets lip shapes without MediaPipe's blendshapes: with them it was no better on the validation
+folds (1 s / 2 s excerpts 66.4 / 90.7% against 67.7 / 92.7%) and lost two fit clips' whole-clip offsets
+(`benchmarks/RESULTS_landmarks_variants.md`, `RESULTS_accuracy.md`).
+
 Engines are loaded once per process, in the background of the first analysis, and shared by every later call
 (the app, the CLI, the HLS monitor).
 """
@@ -175,8 +179,7 @@ def _analyze(
     with (  # decoding starts while the landmarkers load
         _in_background(timing.timed("decode", chunks), CHUNK_QUEUE, "decode") as decoded,
         FaceTracker(
-            crops=needs_crops and not full_frame, blendshapes=LANDMARKS_ENGINE in names, stride=stride,
-            landmarkers=landmarkers,
+            crops=needs_crops and not full_frame, stride=stride, landmarkers=landmarkers  # no blendshapes: see top
         ) as tracker,
     ):
         work = _face_pieces(decoded, tracker, timing, sound, full_frame and needs_crops)
