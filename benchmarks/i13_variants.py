@@ -3,11 +3,14 @@
 Each variant patches `syncnet.landmarks` (and, where it needs to, the fit's feature function) in this process, then
 runs the cross-validation of `benchmarks.accuracy --cross-validate`: the fit half split in 4 folds by name, the
 projections refitted on 3 folds, the 1 s / 2 s excerpt test run on the fourth, in turn. The held-out half is never
-scored here. The base is the engine as it is on this branch: band levels, their slopes and 13 MFCCs (from branch
+scored here. The base is the engine as it is: band levels, their slopes and 13 MFCCs (from branch
 lm13) against 5 lip shapes and 8 lip-contour components (`syncnet.faces.lip_shapes`; the contour model refitted per
 fold by `benchmarks.accuracy.cross_validate`), with their velocities.
 
     python -m benchmarks.i13_variants VARIANT [VARIANT ...] [--clips ../shared/clips]
+
+The vad variants need silero-vad, which the project does not install: ``pip install --no-deps silero-vad==6.2.3``
+(it needs only torch and packaging).
 
 Variants (combine them with "+", e.g. ``vad-soft+avg``):
 - base: the engine as it is.
