@@ -11,7 +11,7 @@ K = 5, 9, 15, 25 (1 s), 50 (2 s) frames on the clips never used in fitting (the 
 SyncNet's published LRS2 numbers). The landmark engine is run with and without MediaPipe's blendshapes.
 
 ``--cross-validate`` is the design check: the fit half is split in CV_FOLDS folds by name, the projections (and the
-lip-contour model of `syncnet.faces.lip_shapes`) are refitted on all folds but one and the short-window test is
+lip-contour model of `syncnet.lips.lip_shapes`) are refitted on all folds but one and the short-window test is
 run on that one, in turn (the held-out clips are decoded, from the cache, but never scored).
 
     python -m benchmarks.accuracy [--clips ../shared/clips] [--cache DIR] [--out FILE] [--cross-validate]
@@ -38,8 +38,8 @@ from benchmarks.calibrate_landmarks import believed_in_sync, fit_projection, pro
 from benchmarks.clipdata import DEFAULT_CACHE, ClipData, decode_clip, load_clip, load_clips, with_contour
 from syncnet.constants import SAMPLES_PER_FRAME
 from syncnet.engines import ENGINE_NAMES, Engine, EngineInput, Skipped, load_engines
-from syncnet.faces import fit_lip_contour, lip_shapes_of
 from syncnet.landmarks import LIPS, LIPS_AND_BLENDSHAPES, LandmarkEngine
+from syncnet.lips import fit_lip_contour, lip_shapes_of
 from syncnet.scoring import SyncResult
 
 log = logging.getLogger("accuracy")

@@ -5,7 +5,7 @@ as ``calibration.landmarks`` = {scale: 1, bias: -median raw sub-frame offset} in
 the calibrated offset of an in-sync clip is ~0. ``--projection`` instead refits the engine's paired directions on
 every other clip (by name) and writes them to syncnet/assets/landmarks_projection.json, for both feature sets
 (lip shapes alone; lip shapes and blendshapes), after refitting on the same clips the lip-contour model of
-`syncnet.faces.lip_shapes` (syncnet/assets/lip_contour.json: a pose template and 8 principal directions of the
+`syncnet.lips.lip_shapes` (syncnet/assets/lip_contour.json: a pose template and 8 principal directions of the
 lip contour's motion). The fit is a contrastive canonical analysis: with each clip
 aligned at its own offset, the directions maximise the cross-covariance of visual and audio features at that
 offset minus their mean cross-covariance at wrong offsets (3..15 frames away), relative to their variances
@@ -26,8 +26,8 @@ import numpy as np
 from benchmarks.clipdata import DEFAULT_CACHE, ClipData, load_clips, with_contour
 from syncnet import landmarks
 from syncnet.card import CARD_PATH as CARD_CONFIG
-from syncnet.faces import CONTOUR_PATH, LipContour, fit_lip_contour, lip_contour_model
 from syncnet.landmarks import LandmarkEngine, Projection
+from syncnet.lips import CONTOUR_PATH, LipContour, fit_lip_contour, lip_contour_model
 from syncnet.scoring import OFFSETS, summarize
 
 log = logging.getLogger("calibrate_landmarks")
@@ -148,7 +148,7 @@ def write_projections(fitted: dict[str, Projection], names: list[str], path: Pat
 
 
 def write_contour(contour: LipContour, path: Path = CONTOUR_PATH) -> None:
-    """Store the lip-contour model of `syncnet.faces.lip_shapes` (rounded to 6 digits)."""
+    """Store the lip-contour model of `syncnet.lips.lip_shapes` (rounded to 6 digits)."""
     stored = {
         "note": "fitted by python -m benchmarks.calibrate_landmarks --projection on the same clips as "
         "landmarks_projection.json: pose template (eye-normalised rigid points) and principal directions of the "

@@ -1,7 +1,7 @@
 """Decoded face segments of benchmark clips: lip shapes, landmarks, blendshapes and aligned audio, cached on disk.
 
 Shared by `benchmarks/accuracy.py` and `benchmarks/calibrate_landmarks.py`. Each clip goes through the real
-pipeline stages (`syncnet.media.load_media`, `syncnet.faces.track_face`, `syncnet.faces.lip_shapes`); MediaPipe's
+pipeline stages (`syncnet.media.load_media`, `syncnet.faces.track_face`, `syncnet.lips.lip_shapes`); MediaPipe's
 52 blendshapes of the tracked face come from a second landmarker pass over the segment (the face nearest the
 track in each frame). The cache holds only the arrays the landmark engine needs (crops are not cached: they are
 recomputed for engines that need them); the landmarker costs ~8 ms a frame, the cache makes reruns quick.
@@ -21,16 +21,8 @@ from mediapipe.tasks.python import vision
 from mediapipe.tasks.python.core.base_options import BaseOptions
 
 from syncnet.constants import FPS
-from syncnet.faces import (
-    CLOSEUP_PAD,
-    MAX_FACES,
-    FaceTrack,
-    LipContour,
-    lip_shapes,
-    lip_shapes_of,
-    model_path,
-    track_face,
-)
+from syncnet.faces import CLOSEUP_PAD, MAX_FACES, FaceTrack, model_path, track_face
+from syncnet.lips import LipContour, lip_shapes, lip_shapes_of
 from syncnet.media import SAMPLES_PER_FRAME, load_media
 
 log = logging.getLogger(__name__)

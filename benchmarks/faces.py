@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from syncnet import faces  # noqa: E402
+from syncnet import faces, lips  # noqa: E402
 from syncnet.media import load_media  # noqa: E402
 
 CLIPS = [  # (file, what it tests)
@@ -57,7 +57,7 @@ def face_stage(media):
     track = faces.track_face(media.frames, media.audio)
     faces.crop_faces(media.frames, track)
     faces.mouth_crops(media.frames, track)
-    faces.lip_shapes(track)
+    lips.lip_shapes(track)
     return track
 
 

@@ -4,7 +4,7 @@ Each variant patches `syncnet.landmarks` (and, where it needs to, the fit's feat
 runs the cross-validation of `benchmarks.accuracy --cross-validate`: the fit half split in 4 folds by name, the
 projections refitted on 3 folds, the 1 s / 2 s excerpt test run on the fourth, in turn. The held-out half is never
 scored here. The base is the engine as it is: band levels, their slopes and 13 MFCCs (from branch
-lm13) against 5 lip shapes and 8 lip-contour components (`syncnet.faces.lip_shapes`; the contour model refitted per
+lm13) against 5 lip shapes and 8 lip-contour components (`syncnet.lips.lip_shapes`; the contour model refitted per
 fold by `benchmarks.accuracy.cross_validate`), with their velocities.
 
     python -m benchmarks.i13_variants VARIANT [VARIANT ...] [--clips ../shared/clips]
@@ -38,7 +38,7 @@ from benchmarks.calibrate_landmarks import projection_subset
 from benchmarks.clipdata import DEFAULT_CACHE, ClipData, load_clips
 from syncnet import landmarks
 from syncnet.constants import SAMPLE_RATE, SAMPLES_PER_FRAME
-from syncnet.faces import LIP_SHAPES
+from syncnet.lips import LIP_SHAPES
 
 log = logging.getLogger("i13_variants")
 

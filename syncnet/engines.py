@@ -43,7 +43,7 @@ class EngineInput:
     crops: np.ndarray  # uint8 (T, 224, 224, 3) RGB face crops in SyncNet's convention
     audio: np.ndarray  # float32 (N,) 16 kHz mono in [-1, 1]
     mfcc: np.ndarray  # (13, 4T) MFCC as SyncNet was trained on
-    lips: np.ndarray  # float32 (T, K) lip-shape series (see syncnet.faces.lip_shapes)
+    lips: np.ndarray  # float32 (T, K) lip-shape series (see syncnet.lips.lip_shapes)
     blendshapes: np.ndarray | None = None  # float32 (T, 52) MediaPipe face blendshape scores, when available
     rows: tuple[int, int] | None = None  # [lo, hi): the distance rows wanted; None: all
 

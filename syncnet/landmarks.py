@@ -1,6 +1,6 @@
 """The training-free engine: lip shapes against speech-band energy, correlated over offsets -15..+15.
 
-Each frame gets a visual vector (the standardised lip shapes from `syncnet.faces.lip_shapes`, i.e. 5 distances and
+Each frame gets a visual vector (the standardised lip shapes from `syncnet.lips.lip_shapes`, i.e. 5 distances and
 areas and 8 principal components of the pose-normalised lip contour, and their rates of change, plus MediaPipe's
 mouth blendshapes and their rates of change when the input has them) and an audio vector (the floored log energies
 of 8 speech bands and their rates of change, plus SyncNet's 13 MFCCs). Fixed linear maps project both onto a few
@@ -51,7 +51,7 @@ SURROUND_WEIGHT = 0.5  # share of that surround subtracted (chosen by cross-vali
 
 PROJECTION_PATH = Path(__file__).parent / "assets" / "landmarks_projection.json"
 LIPS, LIPS_AND_BLENDSHAPES = "lips", "lips+blendshapes"  # the feature sets, each with its own projection
-NUM_LIP_FEATURES = 13  # columns of syncnet.faces.lip_shapes: 5 lip shapes, 8 lip-contour components
+NUM_LIP_FEATURES = 13  # columns of syncnet.lips.lip_shapes: 5 lip shapes, 8 lip-contour components
 NUM_BLENDSHAPES = 52  # MediaPipe Face Landmarker's blendshape scores, in its category order
 # mouth blendshapes used (category indices; left and right halves summed): jawOpen, mouthClose, mouthFunnel,
 # mouthPucker, mouthLowerDown, mouthUpperUp, mouthStretch, mouthRollLower, mouthRollUpper, mouthShrugLower,

@@ -12,10 +12,10 @@ from syncnet.faces import (
     FaceTrack,
     NoFaceError,
     crop_faces,
-    lip_shapes,
     mouth_crops,
     track_face,
 )
+from syncnet.lips import LIP_FEATURES, lip_shapes
 from syncnet.media import SAMPLES_PER_FRAME, Media, load_media, media_chunks
 from syncnet.pipeline import FACE_STRIDE
 from syncnet.smooth import medfilt
@@ -126,7 +126,7 @@ def test_crops_mouth_crops_and_lip_shapes(example, example_track):
     mouths = mouth_crops(example.frames, example_track, size=64)
     assert mouths.shape == (317, 64, 64, 3) and mouths.dtype == np.uint8
     lips = lip_shapes(example_track)
-    assert lips.shape == (317, len(faces.LIP_FEATURES)) and lips.dtype == np.float32
+    assert lips.shape == (317, len(LIP_FEATURES)) and lips.dtype == np.float32
     assert np.isfinite(lips).all()
     gap, width = lips[:, 0], lips[:, 1]
     assert gap.min() >= 0 and gap.std() > 0.01  # the mouth opens and closes

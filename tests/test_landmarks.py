@@ -243,7 +243,7 @@ def test_calibration_shifts_the_reported_offset():
 def test_lip_contour_ignores_head_pose():
     """The lip shapes and lip-contour components do not change when the whole face is turned, scaled and moved
     (a random face whose head points are the stored pose template)."""
-    from syncnet.faces import LIP_FEATURES, RIGID_POINTS, lip_contour_model, lip_shapes_of
+    from syncnet.lips import LIP_FEATURES, RIGID_POINTS, lip_contour_model, lip_shapes_of
 
     rng = np.random.default_rng(0)
     face = rng.normal(0.0, 0.3, (6, 478, 3))  # 6 frames of a random face ...
@@ -258,7 +258,8 @@ def test_lip_contour_ignores_head_pose():
 
 @pytest.fixture(scope="module")
 def real_clip():
-    from syncnet.faces import lip_shapes, track_face
+    from syncnet.faces import track_face
+    from syncnet.lips import lip_shapes
     from syncnet.media import load_media
 
     media = load_media(str(CLIPS / "pcavs_audiosrc_00086.mp4"))
