@@ -92,11 +92,17 @@ def band_levels(audio: np.ndarray, num_frames: int) -> np.ndarray:
     return np.maximum(levels - (top - DYNAMIC_RANGE_DB), 0.0)
 
 
-def raw_band_levels(audio: np.ndarray, num_frames: int) -> np.ndarray:
-    """(num_frames, 8) band energies in dB, frame i from the 4 analysis windows centred in its 640 samples."""
+def frames_audio(audio: np.ndarray, num_frames: int) -> np.ndarray:
+    """float64 samples of exactly `num_frames` video frames: `audio` cut there, or zero-padded to there."""
     length = num_frames * SAMPLES_PER_FRAME
     signal = np.zeros(length, np.float64)
     signal[: min(length, len(audio))] = audio[:length]
+    return signal
+
+
+def raw_band_levels(audio: np.ndarray, num_frames: int) -> np.ndarray:
+    """(num_frames, 8) band energies in dB, frame i from the 4 analysis windows centred in its 640 samples."""
+    signal = frames_audio(audio, num_frames)
     padded = np.pad(signal, (WINDOW // 2, WINDOW // 2))
     steps = num_frames * STEPS_PER_FRAME
     index = np.arange(WINDOW)[None, :] + HOP * np.arange(steps)[:, None]
@@ -110,9 +116,7 @@ def raw_band_levels(audio: np.ndarray, num_frames: int) -> np.ndarray:
 
 def speech_weights(audio: np.ndarray, num_frames: int) -> np.ndarray:
     """(num_frames,) 1 where the frame has sound, 0 at (and next to) digital silence or padding."""
-    length = num_frames * SAMPLES_PER_FRAME
-    signal = np.zeros(length, np.float64)
-    signal[: min(length, len(audio))] = audio[:length]
+    signal = frames_audio(audio, num_frames)
     power = (signal.reshape(num_frames, SAMPLES_PER_FRAME) ** 2).mean(axis=1)
     silent = 10.0 * np.log10(power + 1e-20) < SILENCE_DB
     return 1.0 - maximum_filter1d(silent.astype(np.float64), 2 * SILENCE_DILATION + 1)
@@ -154,9 +158,7 @@ def visual_features(lips: np.ndarray, blendshapes: np.ndarray | None = None) -> 
 
 def mfcc_levels(audio: np.ndarray, num_frames: int) -> np.ndarray:
     """(num_frames, 13) SyncNet's MFCCs (`syncnet.audio.mfcc`), averaged over the 4 analysis steps of each frame."""
-    length = num_frames * SAMPLES_PER_FRAME
-    signal = np.zeros(length, np.float64)
-    signal[: min(length, len(audio))] = audio[:length]
+    signal = frames_audio(audio, num_frames)
     cepstra = mfcc(signal).T
     steps = num_frames * STEPS_PER_FRAME
     if len(cepstra) < steps:
