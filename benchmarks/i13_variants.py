@@ -68,9 +68,7 @@ def speech_probability(audio: np.ndarray, num_frames: int) -> np.ndarray:
     import torch
     from silero_vad import load_silero_vad
 
-    length = num_frames * SAMPLES_PER_FRAME
-    signal = np.zeros(length, np.float32)
-    signal[: min(length, len(audio))] = audio[:length]
+    signal = landmarks.frames_audio(audio, num_frames).astype(np.float32)
     key = hashlib.sha1(signal.tobytes()).digest()
     if key not in _vad_cache:
         if _vad_model is None:
