@@ -210,7 +210,7 @@ def _cached_copy(src: Path, fmt: str, shift: int, codec_args: list[str], tmp: Pa
     dst.unlink()
     if cached is not None:
         cached.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(cached, lips=copy.lips, audio=copy.audio, start=copy.start, clip_frames=copy.clip_frames,
+        np.savez(cached, audio=copy.audio, start=copy.start, clip_frames=copy.clip_frames,
                  num_faces=copy.num_faces, landmarks=copy.landmarks)
     return copy
 

@@ -169,7 +169,7 @@ def load_clip(path: Path, cache_dir: Path | None, kind: str = "unknown", file_du
                             z["blendshapes"])
     clip = decode_clip(path, kind)
     tmp = cached.with_suffix(".tmp.npz")
-    np.savez(tmp, lips=clip.lips, audio=clip.audio, start=clip.start, clip_frames=clip.clip_frames,
+    np.savez(tmp, audio=clip.audio, start=clip.start, clip_frames=clip.clip_frames,
              num_faces=clip.num_faces, landmarks=clip.landmarks, blendshapes=clip.blendshapes)
     tmp.replace(cached)
     log.info("cached %s (%d frames)", path.name, len(clip.lips))
