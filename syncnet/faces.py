@@ -287,14 +287,16 @@ class Landmarker:
         next_count = self._count_after(first) if self._counts(first) else self._next_count
         batch = [looks[0]]
         for look in looks[1 : len(self._videos)]:
-            if look[2] or (look[0] >= next_count and self.num_faces < MAX_FACES):
+            if look[2] or self._counts(look[0], next_count):
                 break
             batch.append(look)
         return batch
 
-    def _counts(self, index: int) -> bool:
-        """Whether the look at frame `index` is due a face count: the first look from each COUNT_EVERY-th frame."""
-        return index >= self._next_count and self.num_faces < MAX_FACES
+    def _counts(self, index: int, next_count: int | None = None) -> bool:
+        """Whether the look at frame `index` is due a face count: the first look from each COUNT_EVERY-th frame
+        (from `next_count` instead of the next one due now, for a look later in a batch)."""
+        due = self._next_count if next_count is None else next_count
+        return index >= due and self.num_faces < MAX_FACES
 
     @staticmethod
     def _count_after(index: int) -> int:
