@@ -15,6 +15,7 @@ import signal
 import sys
 import tempfile
 import threading
+from functools import lru_cache
 from pathlib import Path
 
 import gradio as gr
@@ -70,8 +71,15 @@ CSS = """
 
 log = logging.getLogger("syncnet.app")
 
-OUTPUT_ROOT = Path(tempfile.mkdtemp(prefix="syncnet-app-"))  # corrected videos, until Gradio has copied them
-atexit.register(shutil.rmtree, OUTPUT_ROOT, ignore_errors=True)
+
+
+@lru_cache(maxsize=1)
+def output_root() -> Path:
+    """The app's own temp folder (corrected videos until Gradio has copied them, batch results): made on first use,
+    so that importing the app leaves nothing behind, and removed at exit."""
+    root = Path(tempfile.mkdtemp(prefix="syncnet-app-"))
+    atexit.register(shutil.rmtree, root, ignore_errors=True)
+    return root
 
 
 def _require_video(video: str | None) -> str:
@@ -140,7 +148,7 @@ def analyze(
     own copy is removed.
     """
     report = _run(video, engines, tolerance, crop, progress, window_s=OFFSET_WINDOW_S)
-    folder = Path(tempfile.mkdtemp(dir=OUTPUT_ROOT))
+    folder = Path(tempfile.mkdtemp(dir=output_root()))
     try:
         verdict, corrected = _verdict(report), None
         offset = report.fix_offset_frames()
@@ -239,7 +247,7 @@ def batch(files: list[str] | None, engines: list[str], progress=gr.Progress()):
         raise gr.Error("Upload one or more videos first.")
     if len(files) > BATCH_MAX_FILES:
         raise gr.Error(f"At most {BATCH_MAX_FILES} videos per batch ({len(files)} given).")
-    folder = Path(tempfile.mkdtemp(dir=OUTPUT_ROOT))
+    folder = Path(tempfile.mkdtemp(dir=output_root()))
     rows: list[dict] = []
     try:
         with user_errors("scoring the videos"):
@@ -419,12 +427,13 @@ def build_demo() -> gr.Blocks:
 def launch(**kwargs) -> tuple:
     """Queue on with a concurrency limit, uploads capped, nothing served but the app's own temp folders."""
     threading.Thread(target=pipeline.get_engines, name="load-engines", daemon=True).start()  # page up first
+    output_root()
     demo = build_demo()
     demo.queue(default_concurrency_limit=CONCURRENCY_LIMIT, max_size=QUEUE_SIZE)
     return demo, demo.launch(max_file_size=MAX_UPLOAD_BYTES, css=CSS, **kwargs)
 
 
 if __name__ == "__main__":
-    # Stopped with SIGTERM (kill, a Space restart): exit normally so that the atexit clean-up removes OUTPUT_ROOT.
+    # Stopped with SIGTERM (kill, a Space restart): exit normally so that the atexit clean-up removes output_root().
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
     launch()

@@ -87,7 +87,7 @@ def test_analyze_returns_words_plots_crops_and_the_corrected_video(client):
     if details["verdict"] in ("in_sync", "no_signal"):  # nothing to correct, or nothing to trust: no video
         assert corrected is None and "No corrected video" in verdict
     assert details["segment"]["stop_frame"] > details["segment"]["start_frame"]
-    assert list(app.OUTPUT_ROOT.iterdir()) == []  # our copy of the corrected video is gone, Gradio serves its own
+    assert list(app.output_root().iterdir()) == []  # our copy of the corrected video is gone, Gradio serves its own
     for result in details["results"]:
         assert len(result["frame_confidence"]) > 0 and np.isfinite(result["frame_confidence"]).all()
 
@@ -99,7 +99,7 @@ def test_analyze_corrects_early_audio(client):
     assert verdict.startswith("### Audio is 1") and "Corrected video below: audio delayed by" in verdict
     video = corrected["video"] if isinstance(corrected, dict) else corrected
     assert abs(load_media(video).duration_s - details["duration_s"]) < 1.0
-    assert list(app.OUTPUT_ROOT.iterdir()) == []  # our copy of the corrected video is gone, Gradio serves its own
+    assert list(app.output_root().iterdir()) == []  # our copy of the corrected video is gone, Gradio serves its own
 
 
 def test_bad_input_gets_a_clear_error_and_the_server_lives_on(client, tmp_path):

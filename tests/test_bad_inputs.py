@@ -219,7 +219,7 @@ def test_api(corpus, app_client, app_temp):
     base, _ = call_detect(app_client, corpus["base.mp4"])
     assert base is not None
     before = set(app_temp.rglob("*"))
-    outputs_before = set(app.OUTPUT_ROOT.rglob("*"))
+    outputs_before = set(app.output_root().rglob("*"))
     failures = []
     for case in CASES:
         outcome, message = call_detect(app_client, corpus[case.name])
@@ -232,7 +232,7 @@ def test_api(corpus, app_client, app_temp):
     assert [(r["engine"], r["offset_frames"]) for r in again["results"]] == \
         [(r["engine"], r["offset_frames"]) for r in base["results"]]
     assert set(app_temp.rglob("*")) == before, "files left in the temp folder"
-    assert set(app.OUTPUT_ROOT.rglob("*")) == outputs_before, "/detect wrote files"
+    assert set(app.output_root().rglob("*")) == outputs_before, "/detect wrote files"
 
 
 def test_upload_limits_before_decoding(app_client, tmp_path, monkeypatch, corpus):
