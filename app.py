@@ -58,15 +58,20 @@ TOLERANCE_CHOICES = [
     (f"{PRESET_LABELS[name]} (+{t.early_ms:g} / -{t.late_ms:g} ms)", name) for name, t in PRESETS.items()
 ]
 # The results tables span the page; their headers and cells wrap between words, never inside one (Gradio's default
-# breaks anywhere: headers went letter by letter); below 760 px the table scrolls sideways instead of squeezing.
+# breaks anywhere: headers went letter by letter). Below TABLE_MIN_WIDTH the table scrolls sideways instead of
+# squeezing: at that width each column still holds its longest word ("(frames)", "confidence", "landmarks").
+TABLE_MIN_WIDTH = "960px"
 RESULT_WIDTHS = ["12%", "26%", "9%", "9%", "12%", "11%", "10%", "11%"]  # RESULT_COLUMNS' share of the width
 STREAM_WIDTHS = ["10%", "10%", "14%", "40%", "13%", "13%"]
-CSS = """
-.table-scroll { overflow-x: auto; }
-.table-scroll > .results-table, .table-scroll .results-table .table-container { min-width: 760px !important; }
-.results-table th span, .results-table .body-cell span { white-space: normal !important;
-  word-break: normal !important; overflow-wrap: normal !important; hyphens: none !important; }
-#verdict h3 { margin-top: 0; }
+TRACK_WIDTHS = ["8%", "7%", "11%", "9%", "10%", "25%", "10%", "9%", "11%"]  # TRACK_COLUMNS'
+BATCH_WIDTHS = ["16%", "8%", "10%", "9%", "22%", "11%", "9%", "15%"]  # BATCH_COLUMNS'
+CSS = f"""
+.table-scroll {{ overflow-x: auto; }}
+.table-scroll > .results-table, .table-scroll .results-table .table-container {{
+  min-width: {TABLE_MIN_WIDTH} !important; }}
+.results-table th span, .results-table .body-cell span {{ white-space: normal !important;
+  word-break: normal !important; overflow-wrap: normal !important; hyphens: none !important; }}
+#verdict h3 {{ margin-top: 0; }}
 """
 
 log = logging.getLogger("syncnet.app")
@@ -185,7 +190,11 @@ def _shot_outputs(report: Report) -> tuple[list[list], object]:
 
 def _shot_components() -> tuple[gr.Dataframe, gr.Image]:
     """Video tab: the face tracks (shots) each scored on its own, and the offset over time."""
-    shots = gr.Dataframe(headers=TRACK_COLUMNS, label="Face tracks (shots), each scored on its own", interactive=False)
+    with gr.Column(elem_classes=["table-scroll"]):
+        shots = gr.Dataframe(
+            headers=TRACK_COLUMNS, label="Face tracks (shots), each scored on its own", interactive=False, wrap=True,
+            column_widths=TRACK_WIDTHS, elem_classes=["results-table"], elem_id="tracks",
+        )
     offsets = gr.Image(label="Offset over time", format="png", elem_id="offset-plot")
     return shots, offsets
 
@@ -398,7 +407,11 @@ def build_demo() -> gr.Blocks:
             batch_files = gr.File(file_count="multiple", file_types=["video"], label="Videos")
             batch_button = gr.Button("Score", variant="primary")
             batch_summary = gr.Markdown(elem_id="batch-summary")
-            batch_table = gr.Dataframe(headers=BATCH_COLUMNS, label="Scores", interactive=False, wrap=True)
+            with gr.Column(elem_classes=["table-scroll"]):
+                batch_table = gr.Dataframe(
+                    headers=BATCH_COLUMNS, label="Scores", interactive=False, wrap=True, elem_id="batch-scores",
+                    column_widths=BATCH_WIDTHS, elem_classes=["results-table"],
+                )
             batch_csv = gr.File(label="Scores (CSV)", interactive=False)
         batch_button.click(batch, [batch_files, engines], [batch_table, batch_summary, batch_csv], api_name="batch")
 

@@ -63,8 +63,13 @@ def test_upload_analyze_and_see_the_offset_and_plot(page, tmp_path):
     for width in (1400, 390):  # desktop and phone: every header and cell word on one line (never letter by letter)
         page.set_viewport_size({"width": width, "height": 1800})
         expect(page.locator("#results").get_by_text("calibrated (frames)")).to_be_visible()
-        assert _words_split_across_lines(page.locator("#results th span, #results .body-cell span")) == []
+        for table in ("#results", "#tracks"):
+            cells = page.locator(f"{table} th span, {table} .body-cell span")
+            assert _words_split_across_lines(cells) == []
+            assert _clipped(cells) == []  # and every word fits its column (scrolled to, on a phone)
     page.set_viewport_size({"width": 1400, "height": 1800})
+    for table in ("#results", "#tracks"):  # at desktop width every column is on screen, none behind a scroll
+        assert page.locator(f"{table} table").evaluate("t => t.scrollWidth <= t.parentElement.clientWidth + 1")
     plot = page.locator("#distance-plot img")
     expect(plot).to_be_visible(timeout=30_000)
     assert plot.evaluate("img => img.complete && img.naturalWidth") > 100  # the PNG loaded and decoded
@@ -72,6 +77,11 @@ def test_upload_analyze_and_see_the_offset_and_plot(page, tmp_path):
     shot = tmp_path / "app.png"
     page.screenshot(path=str(shot), full_page=True)
     assert shot.stat().st_size > 10_000
+
+
+def _clipped(spans) -> list[str]:
+    """The texts of these elements that are wider than their box (cut off by the column's edge)."""
+    return spans.evaluate_all("els => els.filter(e => e.scrollWidth > e.clientWidth + 1).map(e => e.textContent)")
 
 
 def _words_split_across_lines(spans) -> list[str]:
