@@ -59,18 +59,20 @@ TOLERANCE_CHOICES = [
 ]
 # The results tables span the page; their headers and cells wrap between words, never inside one (Gradio's default
 # breaks anywhere: headers went letter by letter). Below TABLE_MIN_WIDTH the table scrolls sideways instead of
-# squeezing: at that width each column still holds its longest word ("(frames)", "confidence", "landmarks").
+# squeezing: at that width each column still holds its longest word ("(frames)", "confidence", "landmarks"). File
+# names, one long word each, break anywhere.
 TABLE_MIN_WIDTH = "960px"
 RESULT_WIDTHS = ["12%", "26%", "9%", "9%", "12%", "11%", "10%", "11%"]  # RESULT_COLUMNS' share of the width
 STREAM_WIDTHS = ["10%", "10%", "14%", "40%", "13%", "13%"]
 TRACK_WIDTHS = ["8%", "7%", "11%", "9%", "10%", "25%", "10%", "9%", "11%"]  # TRACK_COLUMNS'
-BATCH_WIDTHS = ["16%", "8%", "10%", "9%", "22%", "11%", "9%", "15%"]  # BATCH_COLUMNS'
+BATCH_WIDTHS = ["24%", "7%", "10%", "9%", "14%", "11%", "10%", "15%"]  # BATCH_COLUMNS'
 CSS = f"""
 .table-scroll {{ overflow-x: auto; }}
 .table-scroll > .results-table, .table-scroll .results-table .table-container {{
   min-width: {TABLE_MIN_WIDTH} !important; }}
 .results-table th span, .results-table .body-cell span {{ white-space: normal !important;
   word-break: normal !important; overflow-wrap: normal !important; hyphens: none !important; }}
+#batch-scores .body-cell[data-col="0"] span {{ overflow-wrap: anywhere !important; }}
 #verdict h3 {{ margin-top: 0; }}
 """
 

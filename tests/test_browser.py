@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import re
+import shutil
 import time
 from pathlib import Path
 
@@ -147,3 +148,26 @@ def test_webcam_recording_with_sound_reaches_the_pipeline(page):
     expect(page.locator("video").first).to_have_attribute("src", re.compile(r"\.webm"), timeout=30_000)
     page.get_by_role("button", name="Analyze").click()
     expect(page.get_by_text("no face found in the video").first).to_be_visible(timeout=RESULT_TIMEOUT_MS)
+
+
+def test_batch_scores_two_videos_in_a_readable_table(page, tmp_path):
+    from playwright.sync_api import expect
+
+    examples = Path(__file__).parent.parent / "examples"
+    long_name = tmp_path / "a_long_recording_name_as_datasets_have_them_00067.mp4"  # one 50-letter word
+    shutil.copy(examples / "pcavs_posesrc_00067.mp4", long_name)
+    page.get_by_role("tab", name="Batch").click()
+    videos = [str(long_name), str(examples / "videoretalking_face5.mp4")]
+    page.locator("input[type=file][multiple]").set_input_files(videos)
+    page.get_by_role("button", name="Score").click()
+    expect(page.locator("#batch-summary")).to_contain_text("2 videos scored, 0 could not be", timeout=RESULT_TIMEOUT_MS)
+    expect(page.locator("#batch-scores").get_by_role("row").filter(has_text="landmarks")).to_have_count(2)
+    for width in (1400, 390):  # headers, names and verdicts uncut, on a desktop and a phone
+        page.set_viewport_size({"width": width, "height": 1800})
+        cells = page.locator("#batch-scores th span, #batch-scores .body-cell span")
+        expect(cells.filter(has_text="videoretalking_face5.mp4").first).to_be_attached()
+        assert _clipped(cells) == []
+        other_columns = page.locator('#batch-scores th span, #batch-scores .body-cell:not([data-col="0"]) span')
+        assert _words_split_across_lines(other_columns) == []  # file names may break; words elsewhere may not
+    page.set_viewport_size({"width": 1400, "height": 1800})
+    page.get_by_role("tab", name="Video").click()
