@@ -21,7 +21,8 @@ from mediapipe.tasks.python import vision
 from mediapipe.tasks.python.core.base_options import BaseOptions
 
 from syncnet.constants import FPS
-from syncnet.faces import CLOSEUP_PAD, MAX_FACES, FaceTrack, model_path, track_face
+from syncnet.faces import FaceTrack, track_face
+from syncnet.landmarker import CLOSEUP_PAD, MAX_FACES, model_path
 from syncnet.lips import LipContour, lip_shapes, lip_shapes_of
 from syncnet.media import SAMPLES_PER_FRAME, load_media
 

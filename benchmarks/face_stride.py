@@ -27,7 +27,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.clipdata import DERIVED_CLIPS, VIDEO_SUFFIXES  # noqa: E402
-from syncnet.faces import LANDMARKERS, SMOOTH_KERNEL, FaceTracker, Piece, TrackRecord  # noqa: E402
+from syncnet.faces import SMOOTH_KERNEL, FaceTracker, Piece, TrackRecord  # noqa: E402
+from syncnet.landmarker import LANDMARKERS  # noqa: E402
 from syncnet.media import MediaChunk, open_media  # noqa: E402
 
 CLIPS = Path(os.environ.get("SYNCNET_CLIPS", ROOT.parent / "shared" / "clips"))

@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from syncnet import faces, lips  # noqa: E402
+from syncnet import faces, landmarker, lips  # noqa: E402
 from syncnet.media import load_media  # noqa: E402
 
 CLIPS = [  # (file, what it tests)
@@ -46,11 +46,11 @@ def best_of(repeats: int, *fns):
 
 def landmarker_only(frames) -> int:
     """The landmarker on every frame (VIDEO mode, as many faces as it counts); the most faces seen in a frame."""
-    landmarker = faces.Landmarker()
+    detector = landmarker.Landmarker()
     try:
-        return max(len(landmarker.detect(i, frame)) for i, frame in enumerate(frames))
+        return max(len(detector.detect(i, frame)) for i, frame in enumerate(frames))
     finally:
-        landmarker.close()
+        detector.close()
 
 
 def face_stage(media):

@@ -36,9 +36,10 @@ from syncnet.audio import mfcc
 from syncnet.constants import CROP_PROTOCOLS, CROP_SIZE, FPS, MIN_TRACK_S, SAMPLES_PER_FRAME
 from syncnet.engines import ENGINE_NAMES, Engine, EngineInput, Skipped
 from syncnet.errors import BadArgument, SilentAudioError, SyncNetError
-from syncnet.faces import LANDMARKERS, PIECE_CONTEXT, PIECE_FRAMES, FaceTracker, Piece
+from syncnet.faces import PIECE_CONTEXT, PIECE_FRAMES, FaceTracker, Piece
 from syncnet.gpu import gpu_task
 from syncnet.hls import stream_windows
+from syncnet.landmarker import LANDMARKERS
 from syncnet.media import Media, MediaChunk, media_chunks, open_media
 from syncnet.netguard import check_url
 from syncnet.plots import sample_frames

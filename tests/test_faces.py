@@ -5,16 +5,15 @@ import cv2
 import numpy as np
 import pytest
 
-from syncnet import faces
+from syncnet import faces, landmarker
+from syncnet.errors import FaceModelError, NoFaceError
 from syncnet.faces import (
-    LANDMARKERS,
-    FaceModelError,
     FaceTrack,
-    NoFaceError,
     crop_faces,
     mouth_crops,
     track_face,
 )
+from syncnet.landmarker import LANDMARKERS
 from syncnet.lips import LIP_FEATURES, lip_shapes
 from syncnet.media import SAMPLES_PER_FRAME, Media, load_media, media_chunks
 from syncnet.pipeline import FACE_STRIDE
@@ -46,12 +45,12 @@ def example_track(example):
 
 
 def test_vendored_model_checks_out():
-    assert faces._sha256(faces.model_path()) == faces.MODEL_SHA256
+    assert landmarker._sha256(landmarker.model_path()) == landmarker.MODEL_SHA256
 
 
 def test_download_model_from_url(tmp_path):
-    dst = faces.download_model(tmp_path / "m" / "face_landmarker.task", url=faces.MODEL_PATH.as_uri())
-    assert faces._sha256(dst) == faces.MODEL_SHA256
+    dst = landmarker.download_model(tmp_path / "m" / "face_landmarker.task", url=landmarker.MODEL_PATH.as_uri())
+    assert landmarker._sha256(dst) == landmarker.MODEL_SHA256
     assert [p.name for p in dst.parent.iterdir()] == ["face_landmarker.task"]
 
 
@@ -59,28 +58,28 @@ def test_download_model_wrong_bytes_leave_nothing(tmp_path):
     bad = tmp_path / "bad.task"
     bad.write_bytes(b"not a model")
     with pytest.raises(FaceModelError, match="wrong sha256"):
-        faces.download_model(tmp_path / "out" / "face_landmarker.task", url=bad.as_uri())
+        landmarker.download_model(tmp_path / "out" / "face_landmarker.task", url=bad.as_uri())
     assert list((tmp_path / "out").iterdir()) == []
 
 
 def test_download_model_unreachable(tmp_path):
     with pytest.raises(FaceModelError, match="cannot download"):
-        faces.download_model(tmp_path / "face_landmarker.task", url=(tmp_path / "missing.task").as_uri())
+        landmarker.download_model(tmp_path / "face_landmarker.task", url=(tmp_path / "missing.task").as_uri())
 
 
 def test_missing_model_is_fetched_to_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    monkeypatch.setattr(faces, "MODEL_URL", faces.MODEL_PATH.as_uri())
-    path = faces.model_path(tmp_path / "absent" / "face_landmarker.task")
+    monkeypatch.setattr(landmarker, "MODEL_URL", landmarker.MODEL_PATH.as_uri())
+    path = landmarker.model_path(tmp_path / "absent" / "face_landmarker.task")
     assert path == str(tmp_path / "cache" / "syncnet" / "face_landmarker.task")
-    assert faces._sha256(path) == faces.MODEL_SHA256
+    assert landmarker._sha256(path) == landmarker.MODEL_SHA256
 
 
 def test_corrupt_model_is_refused(tmp_path):
     bad = tmp_path / "face_landmarker.task"
     bad.write_bytes(b"x" * 100)
     with pytest.raises(FaceModelError, match="sha256"):
-        faces.model_path(bad)
+        landmarker.model_path(bad)
 
 
 # --- tracks ----------------------------------------------------------------------------------------------------
@@ -153,7 +152,7 @@ def test_webcam_close_up_is_found_by_landmarkers_taking_turns(speaker):
         for chunk in media_chunks(media):
             tracker.add(chunk)
         tracker.finish()
-    assert tracker.landmarker.pad == faces.CLOSEUP_PAD
+    assert tracker.landmarker.pad == landmarker.CLOSEUP_PAD
     assert max(t.stop - t.start for t in tracker.tracks) >= 0.9 * len(tight)
 
 
