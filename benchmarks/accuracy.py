@@ -41,6 +41,7 @@ from syncnet.engines import ENGINE_NAMES, Engine, EngineInput, Skipped, load_eng
 from syncnet.landmarks import LIPS, LIPS_AND_BLENDSHAPES, LandmarkEngine
 from syncnet.lips import fit_lip_contour, lip_shapes_of
 from syncnet.scoring import SyncResult
+from syncnet.verdict import has_signal
 
 log = logging.getLogger("accuracy")
 
@@ -224,9 +225,17 @@ def reencode_subset(clips: list[ClipData], count: int) -> list[ClipData]:
     return pick(long_, count - count // 2) + pick(short, count // 2)
 
 
-def excerpt_hits(variant: Variant, clip: ClipData, reference: int, frames: int) -> list[bool]:
+@dataclass(frozen=True)
+class ExcerptCase:
+    """One excerpt at one shift: is its offset right, and does its verdict say an offset at all?"""
+
+    right: bool  # the offset is the clip's whole-clip offset + the shift, within +-1
+    said: bool | None  # the verdict is not no_signal (the card's threshold for the excerpt's length); None: not judged
+
+
+def excerpt_cases(variant: Variant, clip: ClipData, reference: int, frames: int) -> list[ExcerptCase]:
     """Per excerpt (video [a, a+frames), audio [a+s, a+s+frames) of the same clip): offset = reference + s, +-1?"""
-    hits = []
+    cases = []
     shapes = clip.blendshapes if variant.blendshapes else None
     for start in range(EXCERPT_MARGIN, len(clip.lips) - frames - EXCERPT_MARGIN + 1, EXCERPT_STRIDE):
         lips = clip.lips[start : start + frames]
@@ -234,8 +243,9 @@ def excerpt_hits(variant: Variant, clip: ClipData, reference: int, frames: int) 
         for shift in SHIFTS:
             audio = clip.audio[(start + shift) * SAMPLES_PER_FRAME : (start + shift + frames) * SAMPLES_PER_FRAME]
             inputs = BenchInput(np.zeros((0, 224, 224, 3), np.uint8), audio, np.zeros((13, 0)), lips, piece)
-            hits.append(abs(variant.engine.run(inputs).offset_frames - reference - shift) <= TOLERANCE)
-    return hits
+            result = variant.engine.run(inputs)
+            cases.append(ExcerptCase(abs(result.offset_frames - reference - shift) <= TOLERANCE, has_signal(result)))
+    return cases
 
 
 def context_table(variant: Variant, reports: list[ClipReport], fit_names: set[str]) -> dict[str, dict]:
@@ -248,12 +258,12 @@ def context_table(variant: Variant, reports: list[ClipReport], fit_names: set[st
     table: dict[str, dict] = {}
     for subset, keep in subsets.items():
         chosen = [r for r in reports if r.clip.kind == "real" and keep(r.clip)]
-        table[subset] = {None: [h for r in chosen for h in r.hits()]}
+        table[subset] = {None: [ExcerptCase(h, None) for r in chosen for h in r.hits()]}
         for frames in CONTEXTS:
             table[subset][frames] = [
-                h for r in chosen for h in excerpt_hits(variant, r.clip, r.base.offset_frames, frames)
+                case for r in chosen for case in excerpt_cases(variant, r.clip, r.base.offset_frames, frames)
             ]
-            log.info("%s %s, %d frames: %s", variant.label, subset, frames, pct(table[subset][frames]))
+            log.info("%s %s, %d frames: %s", variant.label, subset, frames, pct(rights(table[subset][frames])))
     return table
 
 
@@ -273,7 +283,7 @@ def cross_validate(clips: list[ClipData]) -> dict[str, dict[int, list[bool]]]:
             for clip in (c for c in fold_clips if c.name in held):
                 reference = engine.run(make_input(clip, clip.audio, None, variant.blendshapes)).offset_frames
                 for frames in CV_CONTEXTS:
-                    hits = excerpt_hits(variant, clip, reference, frames)
+                    hits = rights(excerpt_cases(variant, clip, reference, frames))
                     table.setdefault(variant.label, {}).setdefault(frames, []).extend(hits)
     return table
 
@@ -288,6 +298,18 @@ def render_cross_validation(table: dict[str, dict[int, list[bool]]], clips: int)
 
 
 # --- report ----------------------------------------------------------------------------------------------------
+
+
+def rights(cases: list[ExcerptCase]) -> list[bool]:
+    return [case.right for case in cases]
+
+
+def said_columns(cases: list[ExcerptCase]) -> tuple[str, str]:
+    """The share of cases whose verdict says an offset, and the share of those that are right ("-" if not judged)."""
+    judged = [case for case in cases if case.said is not None]
+    if not judged:
+        return "-", "-"
+    return pct([case.said for case in judged]), pct([case.right for case in judged if case.said])
 
 
 def pct(hits: list[bool]) -> str:
@@ -377,14 +399,19 @@ def render(engines_reports: dict[str, list[ClipReport]], skipped: list[Skipped],
                       "counted in its own column (where the tracked face is silent the sound is the other "
                       "speaker's: no right answer). SyncNet's published figures are on LRS2 test clips, a different "
                       "set: side by side, not like for like.", "",
-                      "| K frames | cases held out | within +-1, held out | held out, turn-taking | fit | target "
-                      "(issue 13) | SyncNet on LRS2 (published) |",
-                      "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+                      "`offset said` = the share of held-out excerpts whose verdict gives an offset (the rest are "
+                      "`no_signal`: confidence under the card's threshold for the excerpt's length); `right when "
+                      "said` = within +-1 among those.", "",
+                      "| K frames | cases held out | within +-1, held out | offset said, held out | right when said, "
+                      "held out | held out, turn-taking | fit | target (issue 13) | SyncNet on LRS2 (published) |",
+                      "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
             for context in (*CONTEXTS, None):
                 label = "whole clip" if context is None else f"{context} ({context / 25:g} s)"
                 held, turns, fit = (table[k][context] for k in ("held out", "held out, turn-taking", "fit"))
-                lines.append(f"| {label} | {len(held)} | {pct(held)} | {pct(turns)} | {pct(fit)} | "
-                             f"{TARGETS.get(context, '')} | {PUBLISHED.get(context, '')} |")
+                said, right_when_said = said_columns(held)
+                lines.append(f"| {label} | {len(held)} | {pct(rights(held))} | {said} | {right_when_said} | "
+                             f"{pct(rights(turns))} | {pct(rights(fit))} | {TARGETS.get(context, '')} | "
+                             f"{PUBLISHED.get(context, '')} |")
             lines.append("")
         lines += ["", "### Per clip", "",
                   "| clip | class | s | frames | faces | set | offset | calibrated | confidence | decoded shifts "
