@@ -18,6 +18,7 @@ from syncnet.verdict import (
     Tolerance,
     describe_result,
     fix_frames,
+    no_signal_reason,
     verdict_of,
 )
 
@@ -126,9 +127,10 @@ class Report:
 
     def no_fix_reason(self) -> str:
         """Why there is no corrected video (when fix_offset_frames() is None)."""
-        if not self.results:
+        result = preferred_result(self.results)
+        if result is None:
             return "no engine could run, so there is no offset to correct"
-        return "no sync signal (this sound does not follow these lips), so there is no offset to correct"
+        return f"no sync signal ({no_signal_reason(len(result.window_dists))}), so there is no offset to correct"
 
 
 def _stream_fields(report: Report, detail: bool) -> dict[str, Any]:

@@ -15,13 +15,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from syncnet.card import no_signal_threshold
-from syncnet.constants import MS_PER_FRAME
+from syncnet.constants import FPS, MS_PER_FRAME
 from syncnet.errors import BadArgument
 from syncnet.scoring import SyncResult
 
 IN_SYNC, AUDIO_EARLY, AUDIO_LATE, NO_SIGNAL = "in_sync", "audio_early", "audio_late", "no_signal"
 VERDICTS = (IN_SYNC, AUDIO_EARLY, AUDIO_LATE, NO_SIGNAL)
 FIX_STEP_MS = 10.0  # offsets are said, and corrected, to the nearest 10 ms (sub-frame estimates are not finer)
+# Below this length a genuine clip often falls under the no-signal threshold for want of evidence (benchmarks/
+# accuracy.py, "offset said" by excerpt length), so its no_signal is said as "too short to tell", not as a mismatch.
+SURE_S = 3.0
+NOT_FOLLOWING = "this sound does not follow these lips"
+TOO_SHORT = f"too short to tell whether this sound follows these lips, which takes {SURE_S:g} s or more of speech"
 
 
 @dataclass(frozen=True)
@@ -114,11 +119,12 @@ def said_ms(offset_ms: float) -> float:
     return round(offset_ms / FIX_STEP_MS) * FIX_STEP_MS
 
 
-def describe(verdict: str, offset_ms: float) -> str:
-    """The verdict in words, with the fix for an offset outside the tolerance (+ = the audio is early)."""
+def describe(verdict: str, offset_ms: float, frames: int | None = None) -> str:
+    """The verdict in words, with the fix for an offset outside the tolerance (+ = the audio is early); `frames`:
+    the length judged (a no_signal shorter than SURE_S is said as too short to tell)."""
     ms = abs(said_ms(offset_ms))
     if verdict == NO_SIGNAL:
-        return "no sync signal: this sound does not follow these lips"
+        return f"no sync signal: {no_signal_reason(frames)}"
     if verdict == IN_SYNC:
         if ms == 0:
             return "in sync"
@@ -132,7 +138,12 @@ def describe(verdict: str, offset_ms: float) -> str:
 
 
 def describe_result(result: SyncResult, tolerance: Tolerance = DEFAULT_TOLERANCE) -> str:
-    return describe(verdict_of(result, tolerance), result.calibrated_offset_ms)
+    return describe(verdict_of(result, tolerance), result.calibrated_offset_ms, len(result.window_dists))
+
+
+def no_signal_reason(frames: int | None = None) -> str:
+    """Why there is no sync signal over `frames` frames (None: length not known, or long enough)."""
+    return TOO_SHORT if frames is not None and frames < SURE_S * FPS else NOT_FOLLOWING
 
 
 def fix_frames(verdict: str, offset_ms: float) -> float | None:

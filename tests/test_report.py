@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from syncnet import plots
+from syncnet.constants import FPS
 from syncnet.engines import Skipped
 from syncnet.report import (
     Report,
@@ -19,7 +20,7 @@ from syncnet.report import (
     window_to_dict,
 )
 from syncnet.scoring import OFFSETS, Calibration, summarize
-from syncnet.verdict import Tolerance
+from syncnet.verdict import SURE_S, TOO_SHORT, Tolerance
 
 
 def _result(engine: str, offset: int, windows: int = 12, calibration: Calibration = Calibration()):
@@ -142,7 +143,7 @@ def test_plots_and_crop_strip():
 
 def _windowed_report() -> Report:
     """Three 5 s windows: syncnet sure of +3 frames (with landmarks), syncnet faint at +9 (no signal), nothing."""
-    faint = summarize("syncnet", 10.0 + 0.01 * np.abs(OFFSETS - 9)[None, :].repeat(12, axis=0))
+    faint = summarize("syncnet", 10.0 + 0.01 * np.abs(OFFSETS - 9)[None, :].repeat(121, axis=0))  # 5 s of windows
     report = _report()
     report.tracks = [TrackReport(0, 375, report.results, True, "on the left")]
     report.windows = [WindowResult(0.0, 5.0, report.results), WindowResult(5.0, 10.0, [faint]),
@@ -161,6 +162,17 @@ def test_window_lines_lead_with_the_windows_verdict_in_the_reports_words():
     assert empty == "  window   10.00 -   15.00 s: too little of a speaking face to score"
     report.tolerance = Tolerance(200.0, 200.0)
     assert "s: in sync: 120 ms early is below what viewers notice (syncnet); " in track_lines(report)[1]
+
+
+def test_no_signal_on_a_short_input_is_said_as_too_short_to_tell():
+    faint = np.abs(OFFSETS - 9)[None, :] * 0.01 + 10.0
+    short, long = (summarize("syncnet", faint.repeat(rows, axis=0)) for rows in (int(SURE_S * FPS) - 1, 121))
+    assert describe_offset(short) == f"no sync signal: {TOO_SHORT}"
+    assert "too short to tell whether this sound follows these lips" in TOO_SHORT
+    assert describe_offset(long) == "no sync signal: this sound does not follow these lips"
+    report = _report()
+    report.results = [short]
+    assert report.no_fix_reason() == f"no sync signal ({TOO_SHORT}), so there is no offset to correct"
 
 
 def test_track_lines_lead_with_the_tracks_verdict():
