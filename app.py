@@ -79,7 +79,6 @@ CSS = f"""
 log = logging.getLogger("syncnet.app")
 
 
-
 @lru_cache(maxsize=1)
 def output_root() -> Path:
     """The app's own temp folder (corrected videos until Gradio has copied them, batch results): made on first use,
@@ -442,7 +441,7 @@ def build_demo() -> gr.Blocks:
 def launch(**kwargs) -> tuple:
     """Queue on with a concurrency limit, uploads capped, nothing served but the app's own temp folders."""
     threading.Thread(target=pipeline.get_engines, name="load-engines", daemon=True).start()  # page up first
-    output_root()
+    output_root()  # made now, so that a stopped app removes it whether or not it was used
     demo = build_demo()
     demo.queue(default_concurrency_limit=CONCURRENCY_LIMIT, max_size=QUEUE_SIZE)
     return demo, demo.launch(max_file_size=MAX_UPLOAD_BYTES, css=CSS, **kwargs)

@@ -1,7 +1,8 @@
 """Is it in sync, out of sync, or is there nothing to judge? The verdict rule, tolerances, and the words for it.
 
 ```
-confidence < the engine's no-signal threshold   -> "no_signal"    the sound does not follow these lips (or no speech)
+confidence < the engine's no-signal threshold   -> "no_signal"    the sound does not follow these lips (or no speech;
+                                                                   under SURE_S: too short to tell)
 -late_ms <= calibrated offset (ms) <= early_ms  -> "in_sync"      within what viewers notice
 calibrated offset > early_ms                    -> "audio_early"  delay the audio
 calibrated offset < -late_ms                    -> "audio_late"   advance the audio
